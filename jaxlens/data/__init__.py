@@ -1,0 +1,22 @@
+"""Instruction data → tokenised, fixed-shape, process-sharded ``Batch`` dicts (see docs/data.md)."""
+
+from jaxlens.data.batching import BATCH_KEYS, Batch, collate, pack_rows
+from jaxlens.data.iterator import BatchIterator
+from jaxlens.data.prompt import TEMPLATES, format_prompt
+from jaxlens.data.sources import chatterbot_examples, load_instruction_data, split_examples
+from jaxlens.data.tokenize import TokenizedExample, tokenize_examples
+
+__all__ = [
+  "BATCH_KEYS",
+  "Batch",
+  "BatchIterator",
+  "TEMPLATES",
+  "TokenizedExample",
+  "chatterbot_examples",
+  "collate",
+  "format_prompt",
+  "load_instruction_data",
+  "pack_rows",
+  "split_examples",
+  "tokenize_examples",
+]
