@@ -55,8 +55,9 @@ def _head_threshold(p: jnp.ndarray, mu: float, head_rule: HeadRule, axis_name: s
     ok = in_head_set(lax.bitcast_convert_type(middle, p.dtype))
     return jnp.where(ok, low, middle + 1), jnp.where(ok, middle, high)
 
-  low = jnp.zeros(p.shape[:-1], int_dtype)
-  high = jnp.full(p.shape[:-1], upper, int_dtype)
+  # *_like keeps p's sharding, so the loop carry is valid inside a token-sharded shard_map too.
+  low = jnp.zeros_like(p[..., 0], int_dtype)
+  high = jnp.full_like(p[..., 0], upper, int_dtype)
   _, high = lax.fori_loop(0, upper.bit_length(), bisect, (low, high))
   threshold = lax.bitcast_convert_type(high, p.dtype)
   if head_rule == "official":

@@ -47,6 +47,7 @@ def assert_close(actual, expected):
 @pytest.mark.parametrize("mesh_shape, token_axis, divergence, kwargs", [
     ((8,), None, "jsd", {}),
     ((8,), None, "adaptive_kl", {"head_rule": "paper"}),
+    ((2, 4), "data", "adaptive_kl", {"head_rule": "official"}),
     ((2, 4), "data", "jsd", {"beta": 0.3}),
     ((2, 4), "data", "reverse_kl", {"temperature": 2.0}),
     ((2, 4), "data", "tvd", {}),
