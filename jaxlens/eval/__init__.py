@@ -5,7 +5,6 @@ from jaxlens.eval.alignment import AlignmentConfig
 from jaxlens.eval.alignment import MetricSummary
 from jaxlens.eval.alignment import accumulate_logits
 from jaxlens.eval.alignment import ece_from_bins
-from jaxlens.eval.alignment import evaluate_alignment
 from jaxlens.eval.alignment import head_mask
 from jaxlens.eval.alignment import token_metrics
 from jaxlens.eval.generation import SamplingConfig
@@ -13,6 +12,7 @@ from jaxlens.eval.generation import rouge_l
 from jaxlens.eval.generation import sbert_similarity
 from jaxlens.eval.generation import score_runs
 from jaxlens.eval.report import markdown
+from jaxlens.eval.teacher_forced import evaluate_alignment
 from jaxlens.eval.report import write_report
 
 __all__ = [

@@ -19,16 +19,17 @@ The divergences (``forward_kl``, ``reverse_kl``, ``jsd``, ``tvd``) are the train
    \\text{tail\\_mass\\_error} = |q(\\bar T_K) - p(\\bar T_K)| \\\\
    \\text{entropy\\_gap} &= |H(q) - H(p)|, \\qquad \\text{ce} = -\\log q_{y}
 
-where H is the AKL head set of p at mass μ (default 0.5) under ``head_rule`` — ``"official"``: sort p
-descending, the head is the prefix whose inclusive cumulative mass is ≤ μ plus the top-1 token (the AKL code);
-``"paper"``: the smallest prefix whose cumulative mass reaches μ — and \\bar T_K is the complement of the
-teacher's top-K (K = ``tail_k``, default 10), y is the actual next token. The student's token-level ECE bins
-its confidence max_j q_j into ``num_bins`` equal-width bins on [0, 1]:
+where H is the AKL head set of p at mass μ (default 0.5) under ``head_rule`` (:func:`head_mask`), \\bar T_K
+is the complement of the teacher's top-K (K = ``tail_k``, default 10) and y is the actual next token.
+g_head + g_tail = ‖p − q‖₁ = 2·TV. The student's token-level ECE bins its confidence max_j q_j into
+``num_bins`` equal-width bins on [0, 1]:
 
 .. math::
 
    \\mathrm{ECE} = \\sum_b \\frac{n_b}{N} \\left| \\mathrm{acc}_b - \\mathrm{conf}_b \\right|,
    \\qquad \\mathrm{acc}_b = \\frac{1}{n_b}\\sum_{t \\in b} [\\arg\\max q_t = y_t]
+
+Nothing here is differentiated; every value is computed in float32 and accumulated in float64.
 
 References:
   Wu et al., `Rethinking Kullback-Leibler Divergence in Knowledge Distillation for Large Language Models
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import jax
@@ -50,8 +52,16 @@ from jaxlens.losses import forward_kl, jsd, reverse_kl, tvd
 
 HeadRule = Literal["official", "paper"]
 
-#: Names of the per-token metrics, in report order (``topk_overlap@k`` entries follow ``ks``).
-DIVERGENCE_METRICS = ("forward_kl", "reverse_kl", "jsd", "tvd")
+#: The divergences of :mod:`jaxlens.losses` reported per token, in report order.
+DIVERGENCES = {"forward_kl": forward_kl, "reverse_kl": reverse_kl, "jsd": jsd, "tvd": tvd}
+
+#: Report key of the output (final-layer logits) alignment.
+OUTPUT_KEY = "output"
+
+
+def lens_key(teacher_layer: int, student_layer: int) -> str:
+  """Report key of the lens pair (teacher hidden state ``teacher_layer``, student ``student_layer``)."""
+  return f"lens/T{teacher_layer}-S{student_layer}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +75,7 @@ class AlignmentConfig:
     ks: the k of the top-k overlap metrics.
     tail_k: K of the tail-mass error (tail = outside the teacher's top-K).
     num_bins: equal-width confidence bins of the ECE.
-    block_tokens: tokens per streamed block (memory ≈ 2·block_tokens·V floats).
+    block_tokens: tokens per streamed block (memory ≈ a few · block_tokens · V floats).
   """
 
   temperature: float = 1.0
@@ -92,12 +102,100 @@ class AlignmentConfig:
 
   def metric_names(self) -> tuple[str, ...]:
     """The token-mean metric names produced by :func:`token_metrics`, in report order."""
-    return (*DIVERGENCE_METRICS, "top1_agreement", *(f"topk_overlap@{k}" for k in self.ks), "g_head",
-            "g_tail", "head_mass_error", f"tail_mass_error@{self.tail_k}", "entropy_gap", "student_ce",
-            "teacher_ce")
+    return (*DIVERGENCES, "top1_agreement", *(f"topk_overlap@{k}" for k in self.ks), "g_head", "g_tail",
+            "head_mass_error", f"tail_mass_error@{self.tail_k}", "entropy_gap", "student_ce", "teacher_ce")
 
 
-def _check_logits(teacher_logits, student_logits, labels):
+#: Candidates of the head mask's fast path: the head is found among the teacher's top ``HEAD_CANDIDATES``
+#: tokens whenever they hold more than μ of the mass (peaked distributions), else by bisection.
+HEAD_CANDIDATES = 128
+
+
+def head_mask(p: jax.Array, mu: float = 0.5, head_rule: HeadRule = "official") -> jax.Array:
+  """The AKL head set of the distribution ``p`` as a boolean mask, without sorting the vocabulary.
+
+  With p sorted descending (stable: ties in vocabulary order) and C_k = Σ_{i ≤ k} p_(i) (inclusive):
+
+  .. math::
+
+     H_{official} = \\{(k) : C_k \\le \\mu\\} \\cup \\{(1)\\}, \\qquad
+     H_{paper} = \\{(k) : C_k - p_{(k)} < \\mu\\}
+
+  Both are sorted prefixes. Where the top ``K = HEAD_CANDIDATES`` tokens (``lax.top_k``, stable) carry more
+  than μ (official) or at least μ (paper), the prefix ends among them and is read off their cumulative sum.
+  Otherwise (flat distributions, e.g. early logit-lens layers) the head is {p_j > v} plus the first tokens
+  tied at one value v: v is found by a 31-step binary search over the float32 bit patterns of p (for p ≥ 0
+  their integer order is the float order) for the smallest t with Σ_{p_i ≥ t} p_i ≤ μ (official; v is the
+  largest p below t) or Σ_{p_i > t} p_i < μ (paper; v = t), and a tied token of tie rank r (0-based,
+  vocabulary order) is in the head iff A + (r + 1)·v ≤ μ (official) or A + r·v < μ (paper), A the mass above v.
+  Both paths equal the sort-based definition up to float32 summation order, at a fraction of the cost of
+  sorting a 49k vocabulary on CPU.
+
+  Args:
+    p: probabilities ``[..., V]``.
+    mu: head mass threshold μ.
+    head_rule: ``"official"`` (AKL code: largest prefix with mass ≤ μ, plus the top-1 token) or ``"paper"``
+      (smallest prefix with mass ≥ μ).
+
+  Returns:
+    bool ``[..., V]`` in vocabulary order.
+
+  Raises:
+    ValueError: on an unknown ``head_rule``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> p = jnp.array([0.3, 0.4, 0.3])
+    >>> head_mask(p, 0.5, "official").tolist(), head_mask(p, 0.5, "paper").tolist()
+    ([False, True, False], [True, True, False])
+  """
+  if head_rule not in ("official", "paper"):
+    raise ValueError(f"head_rule must be 'official' or 'paper', got {head_rule!r}")
+  p = p.astype(jnp.float32)
+  official = head_rule == "official"
+  top_p, top_i = jax.lax.top_k(p, min(HEAD_CANDIDATES, p.shape[-1]))
+  incl = jnp.cumsum(top_p, axis=-1)
+  head_sorted = (incl <= mu) | (jnp.arange(top_p.shape[-1]) == 0) if official else (incl - top_p) < mu
+  resolved = (incl[..., -1] > mu if official else incl[..., -1] >= mu) | (top_p.shape[-1] == p.shape[-1])
+  flat_p, flat_i, flat_h = (x.reshape(-1, x.shape[-1]) for x in (p, top_i, head_sorted))
+  fast = jnp.zeros(flat_p.shape, bool).at[jnp.arange(flat_p.shape[0])[:, None], flat_i].set(flat_h).reshape(p.shape)
+  return jax.lax.cond(jnp.all(resolved), lambda: fast,
+                      lambda: jnp.where(resolved[..., None], fast, _bisected_head_mask(p, mu, official)))
+
+
+def _bisected_head_mask(p: jax.Array, mu: float, official: bool) -> jax.Array:
+  """The head mask of float32 ``p [..., V]`` by bisection over bit patterns (see :func:`head_mask`)."""
+  bits = jax.lax.bitcast_convert_type(p, jnp.int32)
+
+  def mass_within_bound(b):  # does threshold bit pattern b select little enough mass for the rule?
+    t = jax.lax.bitcast_convert_type(b, jnp.float32)[..., None]
+    if official:
+      return jnp.sum(jnp.where(p >= t, p, 0.0), axis=-1) <= mu
+    return jnp.sum(jnp.where(p > t, p, 0.0), axis=-1) < mu
+
+  def bisect(_, bounds):
+    lo, hi = bounds  # invariant: mass_within_bound(hi), and not for any b < lo
+    mid = lo + (hi - lo) // 2
+    ok = mass_within_bound(mid)
+    return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+  lo = jnp.zeros(p.shape[:-1], jnp.int32)
+  hi = jnp.max(bits, axis=-1) + 1  # above every p: selects nothing, within both bounds
+  _, t = jax.lax.fori_loop(0, 31, bisect, (lo, hi))
+  t = t[..., None]
+  v = jnp.max(jnp.where(bits < t, p, 0.0), axis=-1, keepdims=True) if official else \
+      jax.lax.bitcast_convert_type(t, jnp.float32)
+  above = jnp.sum(jnp.where(p > v, p, 0.0), axis=-1, keepdims=True)
+  tied = p == v
+  tie_rank = (jnp.cumsum(tied, axis=-1) - 1).astype(jnp.float32)
+  tie_in = (above + (tie_rank + 1) * v <= mu) if official else (above + tie_rank * v < mu)
+  head = (p > v) | (tied & tie_in)
+  if official:
+    head = head | (jnp.arange(p.shape[-1]) == jnp.argmax(p, axis=-1)[..., None])
+  return head
+
+
+def _check_rows(teacher_logits, student_logits, labels):
   if teacher_logits.ndim != 2 or teacher_logits.shape != student_logits.shape:
     raise ValueError(
         "teacher_logits and student_logits must both be [N, V] with the same shape, got "
@@ -109,51 +207,12 @@ def _check_logits(teacher_logits, student_logits, labels):
     raise ValueError(f"labels must be integer [N] = {teacher_logits.shape[:1]}, got {labels.dtype}{labels.shape}")
 
 
-def head_mask(p: jax.Array, mu: float = 0.5, head_rule: HeadRule = "official") -> jax.Array:
-  """The AKL head set of the distribution ``p`` as a boolean mask.
-
-  Sort p descending, C_k = Σ_{i ≤ k} p_(i) (inclusive):
-
-  .. math::
-
-     H_{official} = \\{(k) : C_k \\le \\mu\\} \\cup \\{(1)\\}, \\qquad
-     H_{paper} = \\{(k) : C_k - p_{(k)} < \\mu\\}
-
-  Args:
-    p: probabilities ``[..., V]``.
-    mu: head mass threshold μ.
-    head_rule: ``"official"`` (AKL code: largest prefix with mass ≤ μ, plus the top-1 token) or ``"paper"``
-      (smallest prefix with mass ≥ μ).
-
-  Returns:
-    bool ``[..., V]`` in vocabulary order.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> p = jnp.array([0.3, 0.4, 0.3])
-    >>> head_mask(p, 0.5, "official").tolist(), head_mask(p, 0.5, "paper").tolist()
-    ([False, True, False], [True, True, False])
-  """
-  order = jnp.argsort(-p, axis=-1, stable=True)
-  ps = jnp.take_along_axis(p, order, axis=-1)
-  incl = jnp.cumsum(ps, axis=-1)
-  rank = jnp.arange(p.shape[-1])
-  if head_rule == "official":
-    head_sorted = (incl <= mu) | (rank == 0)
-  elif head_rule == "paper":
-    head_sorted = (incl - ps) < mu
-  else:
-    raise ValueError(f"head_rule must be 'official' or 'paper', got {head_rule!r}")
-  inverse = jnp.argsort(order, axis=-1)
-  return jnp.take_along_axis(head_sorted, inverse, axis=-1)
-
-
 @functools.partial(jax.jit, static_argnames=("config",))
 def token_metrics(teacher_logits: jax.Array, student_logits: jax.Array, labels: jax.Array, *,
                   config: AlignmentConfig = AlignmentConfig()) -> dict[str, jax.Array]:
   """Per-token alignment metrics of one block of teacher-forced positions (no masking, no reduction).
 
-  See the module docstring for the formulas; divergences come from :mod:`jaxlens.losses`.
+  See the module docstring for the formulas; the divergences come from :mod:`jaxlens.losses`.
 
   Args:
     teacher_logits: ``[N, V]`` teacher logits z_T (any float dtype; computed in float32).
@@ -166,30 +225,36 @@ def token_metrics(teacher_logits: jax.Array, student_logits: jax.Array, labels: 
     and ``"correct"`` (1.0 where argmax q = y) for the ECE.
 
   Raises:
-    ValueError: on mismatched shapes or non-integer labels. TypeError: on non-float logits.
+    ValueError: on mismatched shapes or non-integer labels.
+    TypeError: on non-float logits.
   """
-  _check_logits(teacher_logits, student_logits, labels)
+  _check_rows(teacher_logits, student_logits, labels)
   tau = config.temperature
-  out = {name: get(teacher_logits, student_logits, temperature=tau, reduction="none").astype(jnp.float32)
-         for name, get in zip(DIVERGENCE_METRICS, (forward_kl, reverse_kl, jsd, tvd))}
+  # A divergence of a distribution with itself is exactly 0; the losses' log-space mixtures (JSD) would leave
+  # ±1e-8 of rounding there, so rows with bitwise-identical logits are set to the exact value.
+  identical = jnp.all(teacher_logits == student_logits, axis=-1)
+  out = {name: jnp.where(identical, 0.0, fn(teacher_logits, student_logits, temperature=tau, reduction="none"))
+         .astype(jnp.float32) for name, fn in DIVERGENCES.items()}
   log_p = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / tau, axis=-1)
   log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / tau, axis=-1)
   p, q = jnp.exp(log_p), jnp.exp(log_q)
-  top_p = jnp.argmax(p, axis=-1)
   top_q = jnp.argmax(q, axis=-1)
-  out["top1_agreement"] = (top_p == top_q).astype(jnp.float32)
+  out["top1_agreement"] = (jnp.argmax(p, axis=-1) == top_q).astype(jnp.float32)
+  # One sorted top-K of each side serves every k (lax.top_k is stable, so a prefix is the top-k).
+  num_top = min(max(*config.ks, config.tail_k), p.shape[-1])
+  _, ip = jax.lax.top_k(p, num_top)
+  _, iq = jax.lax.top_k(q, max(config.ks))
   for k in config.ks:
-    _, ip = jax.lax.top_k(p, k)
-    _, iq = jax.lax.top_k(q, k)
-    out[f"topk_overlap@{k}"] = jnp.sum(ip[:, :, None] == iq[:, None, :], axis=(1, 2)).astype(jnp.float32) / k
+    out[f"topk_overlap@{k}"] = jnp.sum(ip[:, :k, None] == iq[:, None, :k], axis=(1, 2)).astype(jnp.float32) / k
   head = head_mask(p, config.mu, config.head_rule)
   err = jnp.abs(p - q)
   out["g_head"] = jnp.sum(jnp.where(head, err, 0.0), axis=-1)
   out["g_tail"] = jnp.sum(jnp.where(head, 0.0, err), axis=-1)
   out["head_mass_error"] = jnp.abs(jnp.sum(jnp.where(head, q - p, 0.0), axis=-1))
-  _, top_t = jax.lax.top_k(p, config.tail_k)
-  in_top = jnp.zeros(p.shape, bool).at[jnp.arange(p.shape[0])[:, None], top_t].set(True)
-  out[f"tail_mass_error@{config.tail_k}"] = jnp.abs(jnp.sum(jnp.where(in_top, 0.0, q - p), axis=-1))
+  # Mass outside the teacher's top-K: |q(T̄_K) − p(T̄_K)| = |p(T_K) − q(T_K)| (both sum to 1).
+  top_t = ip[:, :config.tail_k]
+  out[f"tail_mass_error@{config.tail_k}"] = jnp.abs(
+      jnp.sum(jnp.take_along_axis(p, top_t, axis=-1) - jnp.take_along_axis(q, top_t, axis=-1), axis=-1))
   ent_p = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
   ent_q = -jnp.sum(jnp.where(q > 0, q * log_q, 0.0), axis=-1)
   out["entropy_gap"] = jnp.abs(ent_q - ent_p)
@@ -233,10 +298,10 @@ class MetricSummary:
 
 
 class AlignmentAccumulator:
-  """Streams per-token metrics into per-sequence sufficient statistics (bounded memory).
+  """Streams per-token metrics into per-sequence sufficient statistics (memory grows with sequences only).
 
   Per sequence s it keeps Σ_t m_t d_t for every metric, Σ_t m_t, and the ECE bin statistics; the report is
-  the ratio estimator over all sequences with a percentile bootstrap over sequences.
+  the ratio estimator Σ_s Σ_t m_t d_t / Σ_s Σ_t m_t with a percentile bootstrap over sequences.
 
   Args:
     config: the :class:`AlignmentConfig` whose metric names are accumulated.
@@ -245,16 +310,19 @@ class AlignmentAccumulator:
   def __init__(self, config: AlignmentConfig = AlignmentConfig()):
     self.config = config
     self.names = config.metric_names()
-    self._sums: dict[int, np.ndarray] = {}
-    self._bins: dict[int, np.ndarray] = {}
+    self._sums: dict[int, np.ndarray] = {}  # seq id -> [M + 1] (metric sums, token count)
+    self._bins: dict[int, np.ndarray] = {}  # seq id -> [3, num_bins] (count, confidence, correct)
 
   def update(self, metrics: dict[str, jax.Array], weights: np.ndarray, seq_ids: np.ndarray) -> None:
-    """Add one block.
+    """Add one block of ``N`` tokens.
 
     Args:
-      metrics: output of :func:`token_metrics` for ``N`` tokens.
+      metrics: output of :func:`token_metrics` for the ``N`` tokens.
       weights: ``[N]`` token mask/weights m_t (0 for padding rows of a block).
       seq_ids: ``[N]`` int global sequence ids.
+
+    Raises:
+      ValueError: if ``weights`` and ``seq_ids`` are not both ``[N]``.
     """
     weights = np.asarray(weights, np.float64)
     seq_ids = np.asarray(seq_ids)
@@ -277,144 +345,137 @@ class AlignmentAccumulator:
 
   def summarize(self, *, num_bootstrap: int = 1000, confidence: float = 0.95,
                 seed: int = 0) -> dict[str, MetricSummary | float]:
-    """Masked token means (and ECE) with percentile bootstrap CIs over sequences.
+    """Masked token means (and the ECE) with percentile bootstrap CIs over sequences.
+
+    Args:
+      num_bootstrap: bootstrap resamples R (multinomial sequence weights).
+      confidence: the CI's coverage.
+      seed: bootstrap seed (same seed → same intervals).
 
     Returns:
       dict name → :class:`MetricSummary` for every metric and ``"student_ece"``, plus ``"num_tokens"`` and
-      ``"num_sequences"`` (floats). All-masked input gives zeros.
+      ``"num_sequences"`` (floats; sequences with at least one scored token).
+
+    Raises:
+      ValueError: if nothing was accumulated or ``confidence`` is outside (0, 1).
     """
     if not 0 < confidence < 1:
       raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if not self._sums:
+      raise ValueError("no tokens were accumulated")
     keys = sorted(self._sums)
     n_seq = len(keys)
-    if n_seq == 0:
-      raise ValueError("no tokens were accumulated")
     sums = np.stack([self._sums[k] for k in keys])  # [S, M + 1]
     bins = np.stack([self._bins[k] for k in keys])  # [S, 3, nb]
     rng = np.random.default_rng(seed)
-    w = rng.multinomial(n_seq, np.full(n_seq, 1.0 / n_seq), size=num_bootstrap).astype(np.float64)
+    w = rng.multinomial(n_seq, np.full(n_seq, 1.0 / n_seq), size=num_bootstrap).astype(np.float64)  # [R, S]
     boot_sums = w @ sums  # [R, M + 1]
     boot_bins = np.einsum("rs,sjb->rjb", w, bins)
     lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
     total = sums.sum(0)
-    result: dict[str, MetricSummary | float] = {}
-    for i, name in enumerate(self.names):
-      mean = total[i] / max(total[-1], 1.0)
-      boot = boot_sums[:, i] / np.maximum(boot_sums[:, -1], 1.0)
-      result[name] = MetricSummary(float(mean), float(np.percentile(boot, lo)), float(np.percentile(boot, hi)))
-    all_bins = bins.sum(0)
-    ece = float(ece_from_bins(*all_bins))
-    boot_ece = ece_from_bins(boot_bins[:, 0], boot_bins[:, 1], boot_bins[:, 2])
-    result["student_ece"] = MetricSummary(ece, float(np.percentile(boot_ece, lo)),
-                                          float(np.percentile(boot_ece, hi)))
+
+    def summary(mean, boot):
+      return MetricSummary(float(mean), float(np.percentile(boot, lo)), float(np.percentile(boot, hi)))
+
+    result: dict[str, MetricSummary | float] = {
+        name: summary(total[i] / max(total[-1], 1.0), boot_sums[:, i] / np.maximum(boot_sums[:, -1], 1.0))
+        for i, name in enumerate(self.names)}
+    result["student_ece"] = summary(ece_from_bins(*bins.sum(0)), ece_from_bins(*np.moveaxis(boot_bins, 1, 0)))
     result["num_tokens"] = float(total[-1])
     result["num_sequences"] = float(n_seq)
     return result
 
   def reliability(self) -> dict[str, list[float]]:
-    """Per-bin counts, mean confidence and accuracy over all tokens (for reliability diagrams)."""
+    """Per-bin token counts, mean confidence and accuracy over all tokens (for reliability diagrams)."""
     counts, conf, correct = np.stack(list(self._bins.values())).sum(0)
     safe = np.maximum(counts, 1e-12)
     return {"counts": counts.tolist(), "confidence": (conf / safe).tolist(), "accuracy": (correct / safe).tolist()}
 
+  def report(self, *, num_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """``{"metrics": {name: {mean, ci_low, ci_high} | float}, "reliability": {...}}``, JSON-ready."""
+    return {"metrics": {n: (v.as_dict() if isinstance(v, MetricSummary) else v)
+                        for n, v in self.summarize(num_bootstrap=num_bootstrap, seed=seed).items()},
+            "reliability": self.reliability()}
 
-def accumulate_logits(acc: AlignmentAccumulator, teacher_logits, student_logits, labels, mask, seq_offset: int = 0):
-  """Stream one batch of ``[B, T, V]`` teacher/student logits into ``acc`` over blocks of masked tokens.
 
-  Only tokens with ``mask > 0`` are evaluated; they are processed ``config.block_tokens`` at a time (the last
-  block padded with zero weight so every block has one static shape).
+@dataclasses.dataclass(frozen=True)
+class TokenBlock:
+  """``block_tokens`` scored positions of a ``[B, T]`` batch (the last block padded with weight 0).
+
+  Attributes:
+    rows: ``[n]`` flat row indices b·T + t into the batch (padding repeats a real row).
+    weights: ``[n]`` the loss-mask value of each row (0 for padding).
+    labels: ``[n]`` int32 next tokens.
+    seq_ids: ``[n]`` global sequence id of each row.
+  """
+
+  rows: np.ndarray
+  weights: np.ndarray
+  labels: np.ndarray
+  seq_ids: np.ndarray
+
+
+def token_blocks(labels, mask, block_tokens: int, seq_offset: int = 0) -> Iterator[TokenBlock]:
+  """The positions with ``mask > 0`` of a ``[B, T]`` batch, ``block_tokens`` at a time, one static shape.
 
   Args:
-    acc: the accumulator.
-    teacher_logits: ``[B, T, V]`` (or a callable ``rows -> [n, V]`` of flat row indices, see
-      :func:`accumulate_lens`).
-    student_logits: like ``teacher_logits``.
     labels: ``[B, T]`` int next tokens.
-    mask: ``[B, T]`` loss mask (1 where the next token is scored).
+    mask: ``[B, T]`` loss mask (1 where the next token is scored; weights > 0 are kept as weights).
+    block_tokens: rows per block.
     seq_offset: global id of sequence 0 of this batch.
+
+  Yields:
+    :class:`TokenBlock` s; none if the mask is all zero.
+
+  Raises:
+    ValueError: if ``labels`` and ``mask`` are not both ``[B, T]``.
   """
   mask = np.asarray(mask)
   labels = np.asarray(labels)
   if mask.ndim != 2 or labels.shape != mask.shape:
     raise ValueError(f"labels and mask must both be [B, T], got {labels.shape} and {mask.shape}")
-  t_rows = teacher_logits if callable(teacher_logits) else _row_getter(teacher_logits, mask.shape)
-  s_rows = student_logits if callable(student_logits) else _row_getter(student_logits, mask.shape)
-  rows = np.flatnonzero(mask.reshape(-1) > 0)
-  bt = acc.config.block_tokens
-  for start in range(0, len(rows), bt):
-    block = rows[start:start + bt]
-    n = len(block)
-    padded = np.concatenate([block, np.full(bt - n, block[0])]) if n < bt else block
-    weights = np.zeros(bt)
-    weights[:n] = mask.reshape(-1)[block]
-    metrics = token_metrics(t_rows(padded), s_rows(padded), jnp.asarray(labels.reshape(-1)[padded], jnp.int32),
-                            config=acc.config)
-    acc.update(metrics, weights, seq_offset + padded // mask.shape[1])
+  flat_mask, flat_labels = mask.reshape(-1).astype(np.float64), labels.reshape(-1).astype(np.int32)
+  scored = np.flatnonzero(flat_mask > 0)
+  for start in range(0, len(scored), block_tokens):
+    block = scored[start:start + block_tokens]
+    rows = np.concatenate([block, np.full(block_tokens - len(block), block[0])])
+    weights = np.zeros(block_tokens)
+    weights[:len(block)] = flat_mask[block]
+    yield TokenBlock(rows, weights, flat_labels[rows], seq_offset + rows // mask.shape[1])
 
 
-def _row_getter(logits, shape):
-  if logits.ndim != 3 or logits.shape[:2] != tuple(shape):
-    raise ValueError(f"logits must be [B, T, V] with [B, T] = {tuple(shape)}, got {logits.shape}")
-  flat = jnp.reshape(logits, (-1, logits.shape[-1]))
-  return lambda rows: flat[jnp.asarray(rows)]
+def accumulate_block(acc: AlignmentAccumulator, block: TokenBlock, teacher_rows: jax.Array,
+                     student_rows: jax.Array) -> None:
+  """Score one :class:`TokenBlock` given its ``[n, V]`` teacher and student logits and add it to ``acc``."""
+  metrics = token_metrics(teacher_rows, student_rows, jnp.asarray(block.labels), config=acc.config)
+  acc.update(metrics, block.weights, block.seq_ids)
 
 
-def output_key() -> str:
-  """Report key of the output (final-layer logits) alignment."""
-  return "output"
-
-
-def lens_key(teacher_layer: int, student_layer: int) -> str:
-  """Report key of the lens pair (teacher hidden state ``teacher_layer``, student ``student_layer``)."""
-  return f"lens/T{teacher_layer}-S{student_layer}"
-
-
-def evaluate_alignment(teacher, student, batches, *, layer_pairs=(), norm: bool = False,
-                       config: AlignmentConfig = AlignmentConfig(), num_bootstrap: int = 1000,
-                       seed: int = 0) -> dict[str, dict]:
-  """Teacher-forced alignment of ``student`` to ``teacher`` at the output and every lens layer pair.
-
-  For pair (j, i) the teacher's lens logits are ``teacher.logit_lens(h^T_j, norm=norm)`` and the student's
-  ``student.logit_lens(h^S_i, norm=norm)`` — each hidden state through its own model's unembedding, the
-  convention of the training lens loss; the output pair uses the models' logits.
+def accumulate_logits(acc: AlignmentAccumulator, teacher_logits: jax.Array, student_logits: jax.Array, labels,
+                      mask, seq_offset: int = 0) -> None:
+  """Stream one batch of ``[B, T, V]`` teacher/student logits into ``acc``, block by block.
 
   Args:
-    teacher: the teacher model (``model(ids, attention_mask=, positions=)`` → ``ModelOutput``).
-    student: the student model, same vocabulary.
-    batches: iterable of data ``Batch`` dicts (``input_ids``, ``attention_mask``, ``positions``, ``labels``,
-      ``loss_mask``, all ``[B, T]``).
-    layer_pairs: ``(teacher_layer, student_layer)`` hidden-state indices (HF convention, 0 = embeddings).
-    norm: apply each model's final norm before its unembedding (the normed lens).
-    config: :class:`AlignmentConfig`.
-    num_bootstrap: bootstrap resamples for the CIs.
-    seed: bootstrap seed.
-
-  Returns:
-    dict key → ``{"metrics": {name: {mean, ci_low, ci_high} | float}, "reliability": {...}}`` with keys
-    ``"output"`` and ``"lens/T{j}-S{i}"``.
+    acc: the accumulator (its config sets the block size).
+    teacher_logits: ``[B, T, V]``.
+    student_logits: ``[B, T, V]``.
+    labels: ``[B, T]`` int next tokens.
+    mask: ``[B, T]`` loss mask.
+    seq_offset: global id of sequence 0 of this batch.
 
   Raises:
-    ValueError: if the vocabularies differ or a layer index is out of range.
+    ValueError: on mismatched shapes.
   """
-  from jaxlens.eval.models_io import forward_with_hidden, lens_logits_fn
-  keys = [output_key()] + [lens_key(j, i) for j, i in layer_pairs]
-  accs = {k: AlignmentAccumulator(config) for k in keys}
-  offset = 0
-  for batch in batches:
-    t_out = forward_with_hidden(teacher, batch)
-    s_out = forward_with_hidden(student, batch)
-    if t_out.logits.shape != s_out.logits.shape:
-      raise ValueError(f"teacher and student logits differ in shape: {t_out.logits.shape} vs {s_out.logits.shape}")
-    labels, mask = batch["labels"], batch["loss_mask"]
-    accumulate_logits(accs[output_key()], t_out.logits, s_out.logits, labels, mask, offset)
-    for (j, i), key in zip(layer_pairs, keys[1:]):
-      for layer, hs in ((j, t_out.hidden_states), (i, s_out.hidden_states)):
-        if not 0 <= layer < len(hs):
-          raise ValueError(f"layer index {layer} out of range for a model with {len(hs)} hidden states")
-      accumulate_logits(accs[key], lens_logits_fn(teacher, t_out.hidden_states[j], norm),
-                        lens_logits_fn(student, s_out.hidden_states[i], norm), labels, mask, offset)
-    offset += np.asarray(mask).shape[0]
-  return {k: {"metrics": {n: (v.as_dict() if isinstance(v, MetricSummary) else v)
-                          for n, v in acc.summarize(num_bootstrap=num_bootstrap, seed=seed).items()},
-              "reliability": acc.reliability()}
-          for k, acc in accs.items()}
+  shape = np.shape(mask)
+  for name, logits in (("teacher_logits", teacher_logits), ("student_logits", student_logits)):
+    if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(shape):
+      raise ValueError(f"{name} must be [B, T, V] with [B, T] = {tuple(shape)}, got {logits.shape}")
+  t_rows, s_rows = flat_rows(teacher_logits), flat_rows(student_logits)
+  for block in token_blocks(labels, mask, acc.config.block_tokens, seq_offset):
+    accumulate_block(acc, block, t_rows(block.rows), s_rows(block.rows))
+
+
+def flat_rows(x: jax.Array) -> Callable[[np.ndarray], jax.Array]:
+  """Row getter of a ``[B, T, C]`` array: flat indices ``[n]`` → ``[n, C]``."""
+  flat = jnp.reshape(jnp.asarray(x), (-1, x.shape[-1]))
+  return lambda rows: flat[jnp.asarray(rows)]

@@ -2,18 +2,19 @@
 
 Examples::
 
-  # the teacher-initialised 10-layer SmolLM2 student (no training) against the SmolLM2 teacher
-  python eval.py students=baseline=baseline out=runs/eval_baseline
+  # a trained student (a train.py run folder) and the untrained teacher-initialised student it started from
+  python eval.py students=init=baseline,distilllens=runs/smollm2 out=runs/smollm2/eval
 
-  # trained students (checkpoint folders written by train.py), greedy decoding, SBERT on
-  python eval.py students=fkl=runs/fkl,distilllens=runs/dl greedy=true sbert=true out=runs/eval
+  # several runs of one comparison, greedy decoding, SBERT on, training curves in the report
+  python eval.py students=fkl=runs/fkl,rkl=runs/rkl greedy=true sbert=true \\
+      training_logs=fkl=runs/fkl/metrics.jsonl,rkl=runs/rkl/metrics.jsonl out=runs/eval
 
-Deterministic: a fixed ``seed`` picks the held-out examples, a fixed ``eval_batches`` × ``batch_size`` of them
-is scored, the bootstrap and sampling seeds are fixed. Prints one ``student/key/metric value [lo, hi]`` line per
-metric and writes ``report.json``, ``report.md`` and the plots (:mod:`jaxlens.eval.report`).
-
-A student checkpoint carries the resolved training config; the teacher, data and lens layer map are taken
-from it (the training loading path), so every student is scored against the teacher it was trained with.
+Each run folder's checkpoint carries the resolved training config; the teacher, the held-out data and the lens
+layer map are rebuilt from it (:mod:`jaxlens.eval.loading`), so every student is scored against the teacher it
+was trained with, on data it never saw. Deterministic: the held-out split comes from the run's config, a fixed
+``eval_batches`` × ``batch_size`` of it is scored, and the bootstrap and sampling seeds are fixed. Prints one
+``student/key/metric value [lo, hi]`` line per metric and writes ``report.json``, ``report.md`` and the plots
+(:mod:`jaxlens.eval.report`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-import numpy as np
-
-from jaxlens.eval import alignment as al
+from jaxlens.checkpoints import CheckpointError
 from jaxlens.eval import generation as gen
+from jaxlens.eval import loading
 from jaxlens.eval import report as rp
+from jaxlens.eval.alignment import AlignmentConfig
+from jaxlens.eval.sampling import sample_responses
+from jaxlens.eval.teacher_forced import evaluate_alignment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,26 +38,27 @@ class EvalConfig:
   """Evaluation settings; every field can be set as ``key=value`` on the command line."""
 
   # --- what to evaluate ---
-  students: str = "baseline=baseline"  # comma-separated name=path; path "baseline" = teacher-initialised student
+  students: str = ""  # comma-separated name=path: train.py run folders, or "baseline" (the untrained student)
   out: str = "eval_out"  # report folder
   training_logs: str = ""  # comma-separated name=path.jsonl for the metric-vs-step plot
-  # --- held-out data (the training split's held-out part) ---
-  seed: int = 0  # data selection, bootstrap and model init seed
-  batch_size: int = 8  # sequences per teacher-forced batch
+  # --- held-out data (the runs' held-out split; units: sequences) ---
+  batch_size: int = 8  # sequences per teacher-forced batch; prompts per generate call (at most gen_examples)
   eval_batches: int = 4  # fixed number of teacher-forced batches
   # --- alignment ---
   norm: bool = False  # final norm before the lens unembedding (DistillLens: False)
-  temperature: float = 1.0
-  mu: float = 0.5  # AKL head mass
-  head_rule: str = "official"  # AKL head rule of g_head/g_tail: official | paper
-  block_tokens: int = 256  # tokens per streamed metric block
-  num_bootstrap: int = 1000  # bootstrap resamples (over sequences) for 95% CIs
+  temperature: float = 1.0  # tau of p and q (no tau^2)
+  mu: float = 0.5  # AKL head mass of g_head / g_tail / head_mass_error
+  head_rule: str = "official"  # AKL head rule: official | paper
+  block_tokens: int = 256  # tokens per streamed metric block (memory ~ block_tokens x V floats)
+  num_bootstrap: int = 1000  # bootstrap resamples over sequences for the 95% CIs
+  seed: int = 0  # bootstrap seed
   # --- generation ---
   generation: bool = True
-  gen_examples: int = 32  # held-out prompts to answer
-  seeds: str = "10,20,30,40,50"  # sampling seeds
+  gen_examples: int = 32  # distinct held-out prompts to answer
+  seeds: str = "10,20,30,40,50"  # sampling seeds (one run each)
   max_new_tokens: int = 64
-  greedy: bool = False
+  greedy: bool = False  # argmax decoding (one run)
+  sample_temperature: float = 1.0  # sampling temperature (ignored when greedy)
   top_p: float = 1.0
   no_repeat_ngram_size: int = 6
   sbert: bool = False  # SBERT cosine with all-MiniLM-L6-v2 (CPU)
@@ -64,25 +68,36 @@ class EvalConfig:
     for name in ("batch_size", "eval_batches", "gen_examples", "max_new_tokens", "num_bootstrap"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-    parse_pairs(self.students, "students")
+    self.student_paths()
     if self.training_logs:
       parse_pairs(self.training_logs, "training_logs")
+    self.alignment_config()
+    self.sampling_config()
 
-  def alignment_config(self) -> al.AlignmentConfig:
-    return al.AlignmentConfig(temperature=self.temperature, mu=self.mu, head_rule=self.head_rule,
-                              block_tokens=self.block_tokens)
+  def student_paths(self) -> dict[str, str]:
+    """Student name → run folder (or ``"baseline"``), in command-line order."""
+    return parse_pairs(self.students, "students")
+
+  def alignment_config(self) -> AlignmentConfig:
+    return AlignmentConfig(temperature=self.temperature, mu=self.mu, head_rule=self.head_rule,
+                           block_tokens=self.block_tokens)
 
   def sampling_config(self) -> gen.SamplingConfig:
-    return gen.SamplingConfig(seeds=tuple(int(s) for s in self.seeds.split(",")), greedy=self.greedy,
+    try:
+      seeds = tuple(int(s) for s in self.seeds.split(","))
+    except ValueError:
+      raise ValueError(f"seeds: expected comma-separated ints, got {self.seeds!r}") from None
+    return gen.SamplingConfig(seeds=seeds, greedy=self.greedy, temperature=self.sample_temperature,
                               top_p=self.top_p, no_repeat_ngram_size=self.no_repeat_ngram_size,
-                              max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+                              max_new_tokens=self.max_new_tokens,
+                              batch_size=min(self.batch_size, self.gen_examples))
 
 
 def parse_pairs(text: str, what: str) -> dict[str, str]:
   """``"a=x,b=y"`` → ``{"a": "x", "b": "y"}`` (order kept).
 
   Raises:
-    ValueError: on an item without ``=``, an empty name, or a repeated name.
+    ValueError: on an item without ``=``, an empty name or value, a repeated name, or no item at all.
   """
   out = {}
   for item in filter(None, (t.strip() for t in text.split(","))):
@@ -93,13 +108,15 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
       raise ValueError(f"{what}: repeated name {name!r}")
     out[name] = value
   if not out:
-    raise ValueError(f"{what}: empty")
+    raise ValueError(f"{what}: expected name=value items, got {text!r}")
   return out
 
 
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
 def _convert(field: dataclasses.Field, raw: str):
-  kind = field.type if isinstance(field.type, type) else {"str": str, "int": int, "float": float,
-                                                          "bool": bool}[field.type]
+  kind = _TYPES[field.type]
   if kind is bool:
     if raw.lower() not in ("true", "false", "1", "0"):
       raise ValueError(f"{field.name}: expected true/false, got {raw!r}")
@@ -114,7 +131,7 @@ def parse_args(argv: Sequence[str]) -> EvalConfig:
   """``key=value`` arguments → :class:`EvalConfig`.
 
   Raises:
-    ValueError: on an unknown key, a malformed item or a value of the wrong type.
+    ValueError: on an unknown key, a malformed item or a value of the wrong type or range.
   """
   fields = {f.name: f for f in dataclasses.fields(EvalConfig)}
   kwargs = {}
@@ -128,55 +145,64 @@ def parse_args(argv: Sequence[str]) -> EvalConfig:
   return EvalConfig(**kwargs)
 
 
-def evaluate_students(teacher, students: dict, batches: list, *, layer_pairs: dict, cfg: EvalConfig,
-                      generation_set=None) -> dict:
-  """Alignment (and generation) of every student against ``teacher``; the report document.
+def evaluate_students(setup: loading.EvalSetup, cfg: EvalConfig) -> dict:
+  """Alignment (and generation) of every student of ``setup`` against its teacher: the report document.
 
   Args:
-    teacher: teacher model.
-    students: name → student model.
-    batches: the fixed held-out data ``Batch`` list.
-    layer_pairs: name → ``[(teacher_layer, student_layer), ...]`` lens pairs of that student.
+    setup: from :func:`jaxlens.eval.loading.load_setup`.
     cfg: :class:`EvalConfig`.
-    generation_set: ``(tokenizer, prompts, references, eos_id, pad_id)`` or None to skip generation.
 
   Returns:
-    the report document (:mod:`jaxlens.eval.report`), including the teacher's own generation scores.
+    the report document (:mod:`jaxlens.eval.report`), with the teacher's own generation scores and the
+    seconds each phase took.
   """
-  report = {"config": dataclasses.asdict(cfg), "students": {}}
-  sampling = cfg.sampling_config()
-  for name, student in students.items():
+  t0 = time.time()
+  alignment = evaluate_alignment(setup.teacher, setup.students, setup.batches, layer_pairs=setup.layer_pairs,
+                                 norm=cfg.norm, config=cfg.alignment_config(), num_bootstrap=cfg.num_bootstrap,
+                                 seed=cfg.seed)
+  report = {"config": dataclasses.asdict(cfg), "setup": setup.description,
+            "seconds": {"alignment": time.time() - t0}, "students": {}}
+  for name in setup.students:
+    report["students"][name] = {"layer_pairs": [list(p) for p in setup.layer_pairs[name]],
+                                "alignment": alignment[name]}
+  if cfg.generation:
     t0 = time.time()
-    entry = {"layer_pairs": [list(p) for p in layer_pairs[name]],
-             "alignment": al.evaluate_alignment(teacher, student, batches, layer_pairs=layer_pairs[name],
-                                                norm=cfg.norm, config=cfg.alignment_config(),
-                                                num_bootstrap=cfg.num_bootstrap, seed=cfg.seed)}
-    if generation_set is not None:
-      entry["generation"] = _generation(student, generation_set, sampling, cfg.sbert)
-    entry["seconds"] = time.time() - t0
-    report["students"][name] = entry
-  if generation_set is not None:
-    report["teacher"] = {"generation": _generation(teacher, generation_set, sampling, cfg.sbert)}
+    for name, model in setup.students.items():
+      report["students"][name]["generation"] = _generation(model, setup.generation_set, cfg)
+    report["teacher"] = {"generation": _generation(setup.teacher, setup.generation_set, cfg)}
+    report["seconds"]["generation"] = time.time() - t0
   return report
 
 
-def _generation(model, generation_set, sampling, sbert):
-  from jaxlens.eval.models_io import sample_responses
-  tokenizer, prompts, references, eos_id, pad_id = generation_set
-  runs = sample_responses(model, tokenizer, prompts, sampling, eos_id=eos_id, pad_id=pad_id)
-  scores = gen.score_runs(runs, references, sbert=sbert)
-  scores["samples"] = {"prompt_0": tokenizer.decode(list(prompts[0])), "response_0": runs[next(iter(runs))][0]}
+def _generation(model, gset: loading.GenerationSet, cfg: EvalConfig) -> dict:
+  runs = sample_responses(model, gset.tokenizer, gset.prompts, cfg.sampling_config(), eos_id=gset.eos_id,
+                          pad_id=gset.pad_id)
+  scores = gen.score_runs(runs, gset.references, sbert=cfg.sbert)
+  first = next(iter(runs.values()))
+  scores["samples"] = [{"prompt": gset.tokenizer.decode(p), "response": r, "references": refs}
+                       for p, r, refs in list(zip(gset.prompts, first, gset.references))[:3]]
   return scores
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Entry point of ``python eval.py`` / ``jaxlens-eval``."""
-  from jaxlens.eval import loading
-  cfg = parse_args(sys.argv[1:] if argv is None else argv)
-  setup = loading.load_setup(cfg)
-  report = evaluate_students(setup.teacher, setup.students, setup.batches, layer_pairs=setup.layer_pairs, cfg=cfg,
-                             generation_set=setup.generation_set if cfg.generation else None)
-  report["setup"] = setup.description
+  """Entry point of ``python eval.py`` / ``jaxlens-eval``; returns the exit status."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if any(a in ("-h", "--help", "help") for a in argv):
+    print(__doc__)
+    for f in dataclasses.fields(EvalConfig):
+      print(f"  {f.name}={f.default}")
+    return 0
+  try:
+    cfg = parse_args(argv)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  try:
+    setup = loading.load_setup(cfg)
+  except (ValueError, FileNotFoundError, CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  report = evaluate_students(setup, cfg)
   logs = parse_pairs(cfg.training_logs, "training_logs") if cfg.training_logs else None
   paths = rp.write_report(report, cfg.out, training_logs=logs, plots=cfg.plots)
   for line in rp.print_lines(report):

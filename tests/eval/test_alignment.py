@@ -82,12 +82,29 @@ def test_head_rules_worked_example():
     al.head_mask(p, 0.5, "nope")
 
 
+@pytest.mark.parametrize("rule", ["official", "paper"])
+@pytest.mark.parametrize("mu", [0.3, 0.5, 0.9])
+def test_head_mask_equals_stable_sort_with_ties(rule, mu):
+  # Peaked rows (the top-k fast path) and flat rows (the bisection), both also with logits rounded to a
+  # coarse grid, which ties many probabilities exactly, also at the head boundary. Both paths must equal the
+  # stable-sort prefix (ties in vocabulary order) of the float32 p.
+  rng = np.random.default_rng(4)
+  shape = (16, 1000)
+  z = np.concatenate([6.0 * rng.standard_normal(shape), np.round(6.0 * rng.standard_normal(shape)),
+                      0.3 * rng.standard_normal(shape), 0.2 * np.round(2.0 * rng.standard_normal(shape))])
+  p = np.asarray(_softmax(z, 1.0), np.float32)
+  want = np.stack([_head(row.astype(np.float64), mu, rule) for row in p])
+  np.testing.assert_array_equal(np.asarray(al.head_mask(p, mu, rule)), want)
+  np.testing.assert_array_equal(np.asarray(al._bisected_head_mask(p, mu, rule == "official")), want)
+  top_mass = np.sort(p, -1)[:, ::-1][:, :al.HEAD_CANDIDATES].sum(-1)
+  assert (top_mass > 0.9).any() and (top_mass < 0.3).any()  # both paths of head_mask are taken
+
+
 def test_self_alignment_is_exact():
   m = al.token_metrics(T_LOGITS, T_LOGITS, LABELS, config=al.AlignmentConfig())
-  for name in ("forward_kl", "reverse_kl", "tvd", "g_head", "g_tail", "head_mass_error", "tail_mass_error@10",
-               "entropy_gap"):
+  for name in ("forward_kl", "reverse_kl", "jsd", "tvd", "g_head", "g_tail", "head_mass_error",
+               "tail_mass_error@10", "entropy_gap"):
     np.testing.assert_array_equal(np.asarray(m[name]), 0.0, err_msg=name)
-  np.testing.assert_allclose(np.asarray(m["jsd"]), 0.0, atol=1e-7)
   for name in ("top1_agreement", "topk_overlap@5", "topk_overlap@10"):
     np.testing.assert_array_equal(np.asarray(m[name]), 1.0, err_msg=name)
   np.testing.assert_array_equal(np.asarray(m["student_ce"]), np.asarray(m["teacher_ce"]))
@@ -137,6 +154,18 @@ def test_accumulate_logits_masked_mean_and_ci():
   # Deterministic: same seed, same interval.
   again = acc.summarize(num_bootstrap=300, seed=3)
   assert again["jsd"] == res["jsd"]
+
+
+def test_token_blocks_cover_the_scored_positions_once():
+  mask = np.array([[0, 1, 1, 0], [0, 0, 0, 0], [1, 0.5, 0, 1]], np.float32)
+  labels = np.arange(12, dtype=np.int32).reshape(3, 4)
+  blocks = list(al.token_blocks(labels, mask, 3, seq_offset=10))
+  assert len(blocks) == 2 and all(len(b.rows) == 3 for b in blocks)
+  np.testing.assert_array_equal(np.concatenate([b.rows for b in blocks]), [1, 2, 8, 9, 11, 9])
+  np.testing.assert_array_equal(np.concatenate([b.weights for b in blocks]), [1, 1, 1, 0.5, 1, 0])
+  np.testing.assert_array_equal(np.concatenate([b.labels for b in blocks]), [1, 2, 8, 9, 11, 9])
+  np.testing.assert_array_equal(np.concatenate([b.seq_ids for b in blocks]), [10, 10, 12, 12, 12, 12])
+  assert list(al.token_blocks(labels, np.zeros((3, 4)), 3)) == []
 
 
 def test_bad_inputs_raise():

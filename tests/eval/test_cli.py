@@ -6,19 +6,27 @@ from jaxlens.eval import cli
 
 
 def test_parse_args_types_and_defaults():
-  cfg = cli.parse_args(["students=a=runs/a,init=baseline", "greedy=true", "eval_batches=3", "mu=0.4",
-                        "seeds=1,2"])
-  assert cli.parse_pairs(cfg.students, "students") == {"a": "runs/a", "init": "baseline"}
+  cfg = cli.parse_args(["students=a=runs/a,init=baseline", "greedy=true", "eval_batches=3", "mu=0.4", "seeds=1,2",
+                        "head_rule=paper", "sample_temperature=0.7"])
+  assert cfg.student_paths() == {"a": "runs/a", "init": "baseline"}
   assert cfg.greedy is True and cfg.eval_batches == 3 and cfg.mu == 0.4
-  assert cfg.sampling_config().run_seeds() == (1,)
-  assert cfg.alignment_config().mu == 0.4
-  assert cli.parse_args([]).sampling_config().seeds == (10, 20, 30, 40, 50)
+  assert cfg.sampling_config().run_seeds() == (1,) and cfg.sampling_config().temperature == 0.7
+  assert cfg.alignment_config().mu == 0.4 and cfg.alignment_config().head_rule == "paper"
+  assert cli.parse_args(["students=a=x"]).sampling_config().seeds == (10, 20, 30, 40, 50)
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["nope=1"], "unknown key 'nope'"), (["eval_batches=x"], "eval_batches: expected int"),
-    (["greedy=maybe"], "greedy: expected true/false"), (["students=a"], "name=value"),
-    (["students=a=x,a=y"], "repeated name 'a'"), (["batch_size=0"], "batch_size must be >= 1"), (["oops"], "key=value")])
+    ([], "students: expected name=value"), (["students=a=x", "nope=1"], "unknown key 'nope'"),
+    (["students=a=x", "eval_batches=x"], "eval_batches: expected int"),
+    (["students=a=x", "greedy=maybe"], "greedy: expected true/false"), (["students=a"], "name=value"),
+    (["students=a=x,a=y"], "repeated name 'a'"), (["students=a=x", "batch_size=0"], "batch_size must be >= 1"),
+    (["students=a=x", "seeds=1,x"], "seeds: expected comma-separated ints"),
+    (["students=a=x", "head_rule=nope"], "head_rule"), (["students=a=x", "top_p=0"], "top_p"), (["oops"], "key=value")])
 def test_parse_args_errors(argv, match):
   with pytest.raises(ValueError, match=match):
     cli.parse_args(argv)
+
+
+def test_main_reports_bad_arguments(capsys):
+  assert cli.main(["students=a=x", "nope=1"]) == 2
+  assert "error: unknown key 'nope'" in capsys.readouterr().err

@@ -15,9 +15,7 @@ def _block(seed, cfg):
   t = (2 * rng.standard_normal((2, 4, 11))).astype(np.float32)
   s = (2 * rng.standard_normal((2, 4, 11))).astype(np.float32)
   al.accumulate_logits(acc, t, s, rng.integers(0, 11, (2, 4)), np.ones((2, 4)))
-  return {"metrics": {k: (v.as_dict() if isinstance(v, al.MetricSummary) else v)
-                      for k, v in acc.summarize(num_bootstrap=50).items()},
-          "reliability": acc.reliability()}
+  return acc.report(num_bootstrap=50)
 
 
 def test_write_report(tmp_path):
@@ -28,8 +26,8 @@ def test_write_report(tmp_path):
              "generation": {"rougeL": {"mean": 20.0 + i, "std": 1.0, "per_seed": {10: 19.0 + i, 20: 21.0 + i}}}}
       for i, name in enumerate(["fkl", "distilllens"])}}
   log = tmp_path / "train.jsonl"
-  log.write_text("\n".join(json.dumps({"step": s, "task/ce": 3.0 - 0.1 * s, "distill/forward_kl": 1.0 / (s + 1)})
-                           for s in range(5)))
+  log.write_text("\n".join(json.dumps({"step": s, "loss/ce": 3.0 - 0.1 * s, "loss/output": 1.0 / (s + 1),
+                                       "loss/lens": 0.0}) for s in range(5)))
   paths = rp.write_report(report, tmp_path / "out", training_logs={"fkl": str(log)})
   assert set(paths) == {"json", "markdown", "layer_profile", "reliability", "training_curves"}
   for p in paths.values():
@@ -39,7 +37,7 @@ def test_write_report(tmp_path):
       report["students"]["fkl"]["alignment"]["output"]["metrics"]["jsd"]
   md = open(paths["markdown"]).read()
   jsd = report["students"]["distilllens"]["alignment"]["output"]["metrics"]["jsd"]
-  assert f"{jsd['mean']:.4f}" in md and "| distilllens |" in md and "T2-S1 | T10-S2" in md
+  assert f"{jsd['mean']:.4g} ± {(jsd['ci_high'] - jsd['ci_low']) / 2:.2g}" in md and "| distilllens |" in md and "T2-S1 | T10-S2" in md
   assert "21.00 ± 1.00" in md
   assert rp.lens_keys(report) == ["lens/T2-S1", "lens/T10-S2"]
   lines = rp.print_lines(report)

