@@ -73,6 +73,12 @@ def save(manager: ocp.CheckpointManager, step: int, *, params, opt_state, train:
   return manager.save(step, args=ocp.args.Composite(**args), force=force)
 
 
+def _first_line(e: Exception) -> str:
+  """``Type: first line of the message`` (storage errors carry multi-line specs)."""
+  lines = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+
+
 def _step_path(manager: ocp.CheckpointManager, step: int) -> str:
   return os.path.join(str(manager.directory), str(step))
 
@@ -104,7 +110,7 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, item: str, targe
   try:
     stored = manager.item_metadata(step)[item]
   except Exception as e:  # noqa: BLE001 - orbax raises many types for damaged metadata
-    raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
+    raise CheckpointError(f"checkpoint {path} is unreadable ({_first_line(e)})") from e
   if stored is None:
     raise CheckpointError(f"checkpoint {path} has no {item!r} item")
   problems = _shape_mismatches(_normalise_keys(stored.tree if hasattr(stored, "tree") else stored),
@@ -114,6 +120,17 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, item: str, targe
     raise CheckpointError(f"checkpoint {path} is incompatible with this run's {item}: {shown}")
 
 
+def _on_this_process(target):
+  """``target`` with every leaf that has no sharding placed on this process's first device.
+
+  Without a sharding, orbax would restore onto the devices that *saved* the checkpoint, which a process with
+  another device set (another process count, fewer devices) does not have.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding)
+                      else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
+
+
 def restore(manager: ocp.CheckpointManager, step: int, targets: Mapping[str, Any]) -> dict[str, Any]:
   """Restore ``step``: the array items named in ``targets`` (abstract pytrees with shardings) plus every JSON item.
 
@@ -121,7 +138,8 @@ def restore(manager: ocp.CheckpointManager, step: int, targets: Mapping[str, Any
     manager: from :func:`open_manager`.
     step: an existing step.
     targets: item name (``params``, ``opt_state``, ``train``) → abstract target (``jax.ShapeDtypeStruct`` leaves
-      with ``sharding``); the result has the target's structure, dtypes and shardings.
+      with ``sharding``); the result has the target's structure, dtypes and shardings (leaves without a
+      sharding land on this process's first device). Any saving topology restores into any target one.
 
   Returns:
     item name → restored value (arrays for the targets, dicts for ``data``, ``config``, ``run``).
@@ -131,13 +149,13 @@ def restore(manager: ocp.CheckpointManager, step: int, targets: Mapping[str, Any
   """
   if "params" in targets:  # a model mismatch shows here first, with readable parameter paths
     check_compatible(manager, step, "params", targets["params"])
-  args = {k: ocp.args.StandardRestore(v) for k, v in targets.items()}
+  args = {k: ocp.args.StandardRestore(_on_this_process(v)) for k, v in targets.items()}
   args.update({k: ocp.args.JsonRestore() for k in JSON_ITEMS})
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**args))
   except Exception as e:  # noqa: BLE001 - tensorstore / orbax raise many types for damaged files
     raise CheckpointError(f"checkpoint {_step_path(manager, step)} is unreadable or corrupt "
-                          f"({type(e).__name__}: {str(e)[:300]})") from e
+                          f"({_first_line(e)})") from e
   return {k: restored[k] for k in args}
 
 
@@ -174,7 +192,7 @@ def read_run(run_dir: str, step: int | None = None) -> RunInfo:
   try:
     got = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(), run=ocp.args.JsonRestore()))
   except Exception as e:  # noqa: BLE001
-    raise CheckpointError(f"checkpoint {_step_path(manager, step)} is unreadable ({type(e).__name__}: {e})") from e
+    raise CheckpointError(f"checkpoint {_step_path(manager, step)} is unreadable ({_first_line(e)})") from e
   return RunInfo(_step_path(manager, step), step, dict(got["config"]), dict(got["run"]))
 
 
@@ -195,7 +213,8 @@ def read_params(run_dir: str, target=None, step: int | None = None):
   if target is not None:
     return restore(manager, step, {"params": target})["params"]
   try:
-    tree = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))["params"]
+    stored = manager.item_metadata(step)["params"]
   except Exception as e:  # noqa: BLE001
-    raise CheckpointError(f"checkpoint {_step_path(manager, step)} is unreadable ({type(e).__name__}: {e})") from e
-  return jax.tree.map(np.asarray, tree)
+    raise CheckpointError(f"checkpoint {_step_path(manager, step)} is unreadable ({_first_line(e)})") from e
+  shapes = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), stored)
+  return jax.tree.map(np.asarray, restore(manager, step, {"params": shapes})["params"])

@@ -75,7 +75,7 @@ def make_student(spec: Mapping[str, Any], teacher: models.CausalLM, *, dtype=jnp
   Args:
     spec: the ``student.*`` mapping.
     teacher: the (float32) teacher, for ``teacher_layers``.
-    dtype: compute dtype.
+    dtype: compute dtype (``teacher_layers`` inherits the teacher's).
     remat: rematerialise every block in the backward pass.
 
   Raises:

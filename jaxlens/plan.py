@@ -27,7 +27,10 @@ import os
 import re
 
 GiB = 1024**3
-_MDS_ENV = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost", "TPU_ACCELERATOR_TYPE": "v5litepod-4"}
+# libtpu set-up for compiling on a machine without TPUs: no Cloud TPU metadata-server queries, a local "worker",
+# and no /tmp/libtpu_lockfile (which would let only one process at a time load libtpu).
+_COMPILE_ONLY_ENV = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost",
+                     "TPU_ACCELERATOR_TYPE": "v5litepod-4", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +116,8 @@ def libtpu_available() -> bool:
 def target_devices(target: Target) -> list:
   """The compile-only devices of ``target``'s topology (no TPU needed; libtpu must be installed).
 
-  libtpu's metadata-server look-ups are switched off (they only exist on Cloud TPU VMs) unless the
-  environment already sets them.
+  libtpu's metadata-server look-ups and its one-process lock file are switched off (they only matter on
+  Cloud TPU VMs) unless the environment already sets those variables.
 
   Raises:
     RuntimeError: if libtpu is not installed (install the ``[tpu]`` extra).
@@ -122,7 +125,7 @@ def target_devices(target: Target) -> list:
   if not libtpu_available():
     raise RuntimeError('planning compiles with libtpu, which is not installed: pip install -e ".[tpu]"')
   from jax.experimental import topologies
-  for key, value in _MDS_ENV.items():
+  for key, value in _COMPILE_ONLY_ENV.items():
     os.environ.setdefault(key, value)
   gen = target.topology.split(":")[0]
   kwargs = {"chip_config_name": "megacore"} if gen == "v4" else {}
@@ -457,7 +460,8 @@ def markdown_row(p: Plan, preset: str) -> str:
   mem, chip = p.memory, p.target.chip
   mesh = "×".join(str(p.mesh_shape[a]) for a in ("data", "fsdp", "tensor"))
   name = f"{p.target.name} (estimate)" if p.target.estimate else p.target.name
-  temps = "OOM" if p.out_of_memory else _gib(mem["temporaries"])
+  needed = re.search(r"temporaries \(([\d.]+\s*[KMGT]i?B?)\)", p.out_of_memory or "")
+  temps = (f"OOM ({needed.group(1)})" if needed else "OOM") if p.out_of_memory else _gib(mem["temporaries"])
   total = f"> {_gib(chip.hbm_bytes)}" if p.out_of_memory else f"{_gib(mem['total'])} / {_gib(chip.hbm_bytes)}"
   return (f"| {name} | {preset} | {mesh} | {'on' if p.remat else 'off'} | "
           f"{_gib(mem['params'] + mem['optimizer'])} | {_gib(mem['teacher'])} | {temps} | {total} | "

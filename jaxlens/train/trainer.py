@@ -308,10 +308,10 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
     evaluate(step)
   manager.wait_until_finished()
   final = manager.latest_step()
-  result = RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses,
-                     None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)))
+  manager.close()
   logger.close()
-  return result
+  return RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses,
+                   None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)))
 
 
 def save(setup: Setup, manager, state: dict, step: int, force: bool = False) -> None:
@@ -335,9 +335,15 @@ def resume(setup: Setup, manager, step: int) -> dict:
     raise tconfig.ConfigError(f"cannot resume from {path}: its config differs in {'; '.join(diff)} "
                               "(use another out_dir for a different run)")
   state = setup.initial_state
-  got = checkpoints.restore(manager, step, {"params": abstract(state["params"]),
-                                            "opt_state": abstract(state["opt_state"]),
-                                            "train": abstract({"step": state["step"], "rng": state["rng"]})})
+  try:
+    got = checkpoints.restore(manager, step, {"params": abstract(state["params"]),
+                                              "opt_state": abstract(state["opt_state"]),
+                                              "train": abstract({"step": state["step"], "rng": state["rng"]})})
+  except checkpoints.CheckpointError as e:
+    others = sorted(set(manager.all_steps()) - {step})
+    hint = (f"; nothing was written. Earlier checkpoints {others} are untouched: move {path} away to resume "
+            "from the newest of them" if others else "; nothing was written")
+    raise checkpoints.CheckpointError(f"{e}{hint}") from e
   if int(got["train"]["step"]) != step:
     raise checkpoints.CheckpointError(f"checkpoint {path} holds step {int(got['train']['step'])}, not {step}")
   setup.train_iter.restore(got["data"])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jaxlens import losses
 from jaxlens.eval import alignment as al
 
 RNG = np.random.default_rng(0)
@@ -71,6 +72,14 @@ def test_token_metrics_match_numpy(rule, tau):
     np.testing.assert_allclose(np.asarray(got[name]), ref, rtol=2e-5, atol=2e-6, err_msg=name)
   # g_head + g_tail = ||p - q||_1 = 2 TV.
   np.testing.assert_allclose(np.asarray(got["g_head"] + got["g_tail"]), 2 * want["tvd"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_divergences_equal_the_training_losses(tau):
+  got = al.token_metrics(T_LOGITS, S_LOGITS, LABELS, config=al.AlignmentConfig(temperature=tau))
+  for name in al.DIVERGENCES:
+    want = getattr(losses, name)(T_LOGITS, S_LOGITS, temperature=tau, reduction="none")
+    np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_head_rules_worked_example():

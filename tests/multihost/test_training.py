@@ -21,11 +21,13 @@ import sys
 import threading
 import time
 
+import filelock
 import jax
 import numpy as np
 import pytest
 
 from jaxlens import checkpoints
+from jaxlens import model_sources
 from jaxlens.train import config as tconfig
 from jaxlens.train.trainer import build_data
 
@@ -79,13 +81,9 @@ class Job:
 
 
 def params_at(run_dir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
-  """The student parameters of checkpoint ``step``, restored into this (1-process, 8-device) process."""
-  manager = checkpoints.open_manager(str(run_dir), read_only=True)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        manager.item_metadata(step)["params"])
-  restored = checkpoints.restore(manager, step, {"params": target})["params"]
-  return {jax.tree_util.keystr(path): np.asarray(x) for path, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
+  """The student parameters of checkpoint ``step``, read in this process (1 process, whatever saved them)."""
+  params = checkpoints.read_params(str(run_dir), step=step)
+  return {jax.tree_util.keystr(path): x for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 def assert_params_equal(a: dict, b: dict, **tolerance) -> None:
@@ -112,18 +110,27 @@ def copy_checkpoint(run_dir: pathlib.Path, step: int, new_dir: pathlib.Path) -> 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """``runs("one")`` / ``runs("two")``: reference runs (1 × 8 / 2 × 4 devices), started on first use;
-  ``runs.job(processes, out_dir)`` starts another; ``runs.root`` is the folder for run folders."""
+  ``runs.job(processes, out_dir)`` starts another; ``runs.root`` is a fresh folder for this module's runs.
+
+  The reference runs and the compilation cache live in the folder shared by all pytest-xdist workers and are
+  built once under a file lock, so tests spread over workers do not repeat them.
+  """
+  base = tmp_path_factory.getbasetemp()
+  shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jaxlens-multihost"
+  shared.mkdir(exist_ok=True)
   root = tmp_path_factory.mktemp("multihost")
-  done = {}
 
   def job(processes: int, out_dir: pathlib.Path) -> Job:
-    return Job(processes, out_dir, root / "compilation_cache")
+    return Job(processes, out_dir, shared / "compilation_cache")
 
   def get(name: str) -> pathlib.Path:
-    if name not in done:
-      job({"one": 1, "two": 2}[name], root / name).finish()
-      done[name] = root / name
-    return done[name]
+    out_dir = shared / name
+    with filelock.FileLock(str(shared / f"{name}.lock")):
+      if not (out_dir / "done").exists():
+        shutil.rmtree(out_dir, ignore_errors=True)
+        job({"one": 1, "two": 2}[name], out_dir).finish()
+        (out_dir / "done").touch()
+    return out_dir
   get.root, get.job = root, job
   return get
 
@@ -164,22 +171,41 @@ def test_processes_read_disjoint_rows_whose_union_is_the_global_batch():
     np.testing.assert_array_equal(np.array(rows0 + rows1), next(reference)["input_ids"])
 
 
-def test_both_processes_killed_with_sigkill_resume_to_the_uninterrupted_parameters(runs):
-  out_dir = runs.root / "killed"
-  job = runs.job(2, out_dir)
+def wait_for_checkpoint(job: Job, out_dir: pathlib.Path, step: int) -> None:
   deadline = time.monotonic() + RUN_TIMEOUT
-  while 2 not in steps_saved(out_dir):
+  while step not in steps_saved(out_dir):
     assert job.proc.poll() is None, job.output[-6000:]
-    assert time.monotonic() < deadline, "no checkpoint 2 in time"
+    assert time.monotonic() < deadline, f"no checkpoint {step} in time"
     time.sleep(0.05)
+
+
+def process_pids(job: Job) -> list[int]:
   pids = [int(p) for p in re.findall(r"started process \d \(pid (\d+)\)", job.output)]
-  assert len(pids) == 2
-  for pid in pids:
+  assert len(pids) == 2, job.output[-3000:]
+  return pids
+
+
+def test_preempted_then_killed_run_resumes_to_the_uninterrupted_parameters(runs):
+  out_dir = runs.root / "interrupted"
+  # 1. SIGTERM to process 1 only (a preemption notice reaching one host): JAX's preemption sync point makes
+  #    both processes save the same step and exit cleanly.
+  job = runs.job(2, out_dir)
+  wait_for_checkpoint(job, out_dir, 1)
+  os.kill(process_pids(job)[1], signal.SIGTERM)
+  assert job.wait() == 0, job.output[-6000:]
+  assert "training interrupted (SIGTERM) at step" in job.output
+  preempted_at = max(steps_saved(out_dir))
+  assert preempted_at < STEPS, "the run ended before the SIGTERM: nothing was interrupted"
+  # 2. Restarted, then both processes SIGKILLed after the next checkpoint: the launcher names the failure.
+  job = runs.job(2, out_dir)
+  wait_for_checkpoint(job, out_dir, preempted_at + 1)
+  for pid in process_pids(job):
     os.kill(pid, signal.SIGKILL)
   assert job.wait() != 0
   assert re.search(r"FAILED: process \d exited with signal SIGKILL", job.output), job.output[-3000:]
   assert max(steps_saved(out_dir)) < STEPS, "the run ended before the kill: nothing was interrupted"
-
+  # 3. Restarted again: it resumes from the last complete checkpoint and ends bit-identical to the run that was
+  #    never interrupted (same process layout, so the same reduction order).
   resumed = runs.job(2, out_dir).finish()
   assert "resumed from step" in resumed
   assert_params_equal(params_at(out_dir, STEPS), params_at(runs("two"), STEPS))
@@ -187,8 +213,11 @@ def test_both_processes_killed_with_sigkill_resume_to_the_uninterrupted_paramete
 
 def test_checkpoints_move_between_one_and_two_processes(runs):
   one, two = runs("one"), runs("two")
-  # 2 processes -> 1: this test process (1 process, 8 devices) restores what both processes wrote.
+  # 2 processes -> 1: this test process restores what both processes wrote, and so does evaluation's loader.
   assert_params_equal(params_at(two, STEPS), params_at(one, STEPS), atol=ATOL, rtol=RTOL)
+  _, student, info = model_sources.load_run_models(str(two))
+  assert info.step == STEPS
+  np.testing.assert_array_equal(np.asarray(student.embed[...]), params_at(two, STEPS)["['student']['embed']"])
   # 1 process -> 2: a 2-process run resumes from a 1-process checkpoint (parameters, optimizer state, step,
   # RNG and data position) and ends where the 2-process run without a break ended.
   one_to_two = runs.root / "one_to_two"

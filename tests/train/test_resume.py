@@ -14,9 +14,11 @@ import time
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from train_fixtures import ROOT
 
 from jaxlens import checkpoints
+from jaxlens import model_sources
 from jaxlens.train import config as tconfig
 from jaxlens.train import trainer
 
@@ -76,6 +78,7 @@ def reference(tmp_path_factory, env):
   return out
 
 
+@pytest.mark.slow  # three train.py processes (~40-80 s on 2 cores)
 def test_killed_and_terminated_runs_resume_bit_identically(tmp_path, env, reference):
   out = tmp_path / "run"
   # 1. SIGKILL right after the step-4 checkpoint is committed: no chance to clean up.
@@ -149,3 +152,19 @@ def test_incompatible_or_unwanted_resume_is_refused(tmp_path, reference):
     checkpoints.read_params(str(out), wrong)
   with pytest.raises(checkpoints.CheckpointError, match="no checkpoints in"):
     checkpoints.read_run(str(tmp_path / "nothing"))
+
+
+def test_evaluation_rebuilds_the_run_models(reference):
+  teacher, student, info = model_sources.load_run_models(str(reference))
+  assert (info.step, teacher.config.num_layers, student.config.num_layers) == (STEPS, 6, 3)
+  # The random teacher is rebuilt bit-identically from its source; the student carries the trained weights.
+  again = model_sources.load_teacher(info.config["teacher"])
+  for a, b in zip(jax.tree.leaves(nnx.state(teacher, nnx.Param)), jax.tree.leaves(nnx.state(again, nnx.Param))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  stored = checkpoints.read_params(str(reference))["student"]
+  np.testing.assert_array_equal(np.asarray(student.embed[...]), stored["embed"])
+  remat = model_sources.make_student(info.config["student"], teacher, remat=True)
+  assert remat.remat == "full" and student.remat == "none"
+  ids = np.array([[5, 6, 7, 8]], np.int32)
+  np.testing.assert_allclose(np.asarray(remat(ids).logits),
+                             np.asarray(model_sources.make_student(info.config["student"], teacher)(ids).logits))
