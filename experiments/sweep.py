@@ -115,7 +115,8 @@ def check_report(path: str, names: list[str]) -> dict:
 
   Checks per student and alignment key: every CI brackets its mean; divergences ≥ 0, JSD ≤ ln 2, TV ≤ 1,
   agreement/overlap in [0, 1]; g_head + g_tail = 2·TV (token means of an identity); ECE in [0, 1]; every
-  student scored on the same tokens and sequences; the teacher's CE is the same for every student.
+  student scored on the same tokens and sequences; the teacher's CE is the same for every student; each paired
+  difference equals the difference of the two means and lies in its interval.
 
   Raises:
     AssertionError: naming the first inconsistent number.
@@ -147,6 +148,14 @@ def check_report(path: str, names: list[str]) -> dict:
     assert len(counts) == 1, (key, counts)
   teacher_ce = [s["alignment"]["output"]["metrics"]["teacher_ce"]["mean"] for s in report["students"].values()]
   assert max(teacher_ce) - min(teacher_ce) <= 1e-6 * (1 + abs(teacher_ce[0])), ("teacher_ce differs", teacher_ce)
+  if "paired" in report:
+    output = {name: s["alignment"]["output"]["metrics"] for name, s in report["students"].items()}
+    ref = report["paired"]["reference"]
+    for name, diffs in report["paired"]["students"].items():
+      for metric, d in diffs.items():
+        want = output[name][metric]["mean"] - output[ref][metric]["mean"]
+        assert abs(d["mean"] - want) <= 1e-6 * (1 + abs(want)), (name, metric, "paired difference", d, want)
+        assert d["ci_low"] - tol <= d["mean"] <= d["ci_high"] + tol, (name, metric, "paired CI", d)
   return report
 
 

@@ -15,16 +15,43 @@ proxy for XLA:GPU) with the H100's memory and peak FLOP/s.
 Examples::
 
   python -m jaxlens.plan v5e:2x2 tiny
-  python -m jaxlens.plan v5p-32 gpt2-xl-base parallel.fsdp=-1 parallel.data=1 precision.remat=true
-  python -m jaxlens.plan h100x8 llama7b-tinyllama parallel.fsdp=8 parallel.data=1 --mfu 0.35
+  python -m jaxlens.plan v5p-32 gpt2-xl-base teacher.path=gpt2-xl student.path=gpt2 parallel.data=1 \
+      parallel.fsdp=-1 precision.remat=true
+  python -m jaxlens.plan h100x8 llama7b-tinyllama teacher.path=huggyllama/llama-7b \
+      student.path=TinyLlama/TinyLlama_v1.1 parallel.data=1 parallel.fsdp=8 --mfu 0.35
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import importlib.util
+import json
 import math
 import os
 import re
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import topologies
+
+from jaxlens import model_sources
+from jaxlens import models
+from jaxlens.parallel import mesh as pmesh
+from jaxlens.train import config as tconfig
+from jaxlens.train.objective import Objective
+from jaxlens.train.objective import resolve_layer_pairs
+from jaxlens.train.optimizer import learning_rate_schedule
+from jaxlens.train.optimizer import make_optimizer
+from jaxlens.train.step import BATCH_KEYS
+from jaxlens.train.step import ModelParts
+from jaxlens.train.step import make_train_step
+from jaxlens.train.trainer import DTYPES
 
 GiB = 1024**3
 # libtpu set-up for compiling on a machine without TPUs: no Cloud TPU metadata-server queries, a local "worker",
@@ -109,7 +136,6 @@ def parse_target(name: str) -> Target:
 
 def libtpu_available() -> bool:
   """Whether the ``libtpu`` package (the ``[tpu]`` extra) is importable."""
-  import importlib.util
   return importlib.util.find_spec("libtpu") is not None
 
 
@@ -124,7 +150,6 @@ def target_devices(target: Target) -> list:
   """
   if not libtpu_available():
     raise RuntimeError('planning compiles with libtpu, which is not installed: pip install -e ".[tpu]"')
-  from jax.experimental import topologies
   for key, value in _COMPILE_ONLY_ENV.items():
     os.environ.setdefault(key, value)
   gen = target.topology.split(":")[0]
@@ -142,8 +167,6 @@ def shard_bytes(tree) -> int:
 
   (the largest shard: uneven splits round up, as XLA pads them). Leaves without a sharding count whole.
   """
-  import jax
-  import numpy as np
   total = 0
   for leaf in jax.tree.leaves(tree):
     sharding = getattr(leaf, "sharding", None)
@@ -233,10 +256,6 @@ def model_config(spec, name: str, teacher=None):
   Raises:
     ValueError: an ``hf`` source whose ``path`` is neither a folder with ``config.json`` nor a known id.
   """
-  import json
-
-  from jaxlens import model_sources
-  from jaxlens import models
   if spec.source == "random":
     return model_sources.random_model_config(dataclasses.asdict(spec))
   if spec.source == "smollm2":
@@ -260,6 +279,7 @@ class Plan:
   Attributes:
     target: what was planned for.
     mesh_shape: ``{"data", "fsdp", "tensor"}`` sizes.
+    remat, grad_accum: block rematerialisation and micro-batches per step.
     teacher_params, student_params: parameter counts.
     tokens: tokens per optimizer step (global batch × sequence length).
     memory: bytes per chip: ``params`` (student, fp32 master), ``optimizer``, ``teacher``, ``batch`` (from the
@@ -275,6 +295,7 @@ class Plan:
   target: Target
   mesh_shape: dict[str, int]
   remat: bool
+  grad_accum: int
   teacher_params: int
   student_params: int
   tokens: int
@@ -297,7 +318,6 @@ class Plan:
 
 
 def _abstract(shapes, shardings):
-  import jax
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
@@ -319,24 +339,6 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
       or an ``hf`` model whose architecture is unknown.
     RuntimeError: libtpu missing.
   """
-  import time
-
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from flax import nnx
-
-  from jaxlens import models
-  from jaxlens.parallel import mesh as pmesh
-  from jaxlens.train.objective import Objective
-  from jaxlens.train.objective import resolve_layer_pairs
-  from jaxlens.train.optimizer import learning_rate_schedule
-  from jaxlens.train.optimizer import make_optimizer
-  from jaxlens.train.step import BATCH_KEYS
-  from jaxlens.train.step import ModelParts
-  from jaxlens.train.step import make_train_step
-  from jaxlens.train.trainer import DTYPES
-
   if not 0 < mfu <= 1:
     raise ValueError(f"mfu must be in (0, 1], got {mfu}")
   mesh = pmesh.make_mesh(cfg.parallel.data, cfg.parallel.fsdp, cfg.parallel.tensor, devices=target_devices(target))
@@ -352,8 +354,8 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
                                                       remat=cfg.precision.remat))
 
   def placed(model):
-    specs = models.param_partition_specs(model, mesh=mesh).to_pure_dict()
-    return _abstract(nnx.state(model, nnx.Param).to_pure_dict(), pmesh.named_shardings(mesh, specs))
+    specs = nnx.to_pure_dict(models.param_partition_specs(model, mesh=mesh))
+    return _abstract(nnx.to_pure_dict(nnx.state(model, nnx.Param)), pmesh.named_shardings(mesh, specs))
 
   replicated = pmesh.replicated(mesh)
   params = {"student": placed(student)}
@@ -401,7 +403,7 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
     compiled_flops = float(cost["flops"]) * target.num_chips if cost and "flops" in cost else None
   count = lambda m: sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(m, nnx.Param)))  # noqa: E731
   tokens = cfg.batch_size * cfg.data.seq_len
-  return Plan(target=target, mesh_shape=dict(mesh.shape), remat=cfg.precision.remat,
+  return Plan(target=target, mesh_shape=dict(mesh.shape), remat=cfg.precision.remat, grad_accum=cfg.grad_accum,
               teacher_params=count(teacher), student_params=count(student), tokens=tokens, memory=memory,
               out_of_memory=out_of_memory, compiled_flops=compiled_flops,
               analytic_flops=analytic_flops(t_cfg, s_cfg, tokens=tokens, seq_len=cfg.data.seq_len,
@@ -425,8 +427,8 @@ def format_plan(p: Plan) -> str:
   lines = [
       f"plan for {p.target.name}: {p.target.num_chips} × {chip.name} ({_gib(chip.hbm_bytes)} HBM, "
       f"{chip.peak_flops / 1e12:.0f} TFLOP/s bf16), {kind} [{p.target.topology}]",
-      f"  mesh data×fsdp×tensor = {mesh}; remat {'on' if p.remat else 'off'}; teacher "
-      f"{p.teacher_params / 1e6:.1f}M params, student {p.student_params / 1e6:.1f}M; {p.tokens} tokens/step",
+      f"  mesh data×fsdp×tensor = {mesh}; remat {'on' if p.remat else 'off'}; {p.grad_accum} micro-batch(es); "
+      f"teacher {p.teacher_params / 1e6:.1f}M params, student {p.student_params / 1e6:.1f}M; {p.tokens} tokens/step",
       "  per-chip memory:",
       f"    student params (fp32)     {_gib(mem['params'])}",
       f"    optimizer state           {_gib(mem['optimizer'])}",
@@ -450,7 +452,7 @@ def format_plan(p: Plan) -> str:
   return "\n".join(lines)
 
 
-MARKDOWN_HEADER = ("| target | preset | mesh d×f×t | remat | student+optimizer / chip | teacher / chip | "
+MARKDOWN_HEADER = ("| target | preset | mesh d×f×t | remat, accum | student+optimizer / chip | teacher / chip | "
                    "activations+temps / chip | total / HBM | fits | FLOPs/step (analytic) | step @ MFU |\n"
                    "|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -463,7 +465,7 @@ def markdown_row(p: Plan, preset: str) -> str:
   needed = re.search(r"temporaries \(([\d.]+\s*[KMGT]i?B?)\)", p.out_of_memory or "")
   temps = (f"OOM ({needed.group(1)})" if needed else "OOM") if p.out_of_memory else _gib(mem["temporaries"])
   total = f"> {_gib(chip.hbm_bytes)}" if p.out_of_memory else f"{_gib(mem['total'])} / {_gib(chip.hbm_bytes)}"
-  return (f"| {name} | {preset} | {mesh} | {'on' if p.remat else 'off'} | "
+  return (f"| {name} | {preset} | {mesh} | {'on' if p.remat else 'off'}, {p.grad_accum} | "
           f"{_gib(mem['params'] + mem['optimizer'])} | {_gib(mem['teacher'])} | {temps} | {total} | "
           f"{'yes' if p.fits else '**no**'} | {p.analytic_flops['total']:.2e} | "
           f"{_seconds(p.step_seconds)} @ {100 * p.mfu:.0f} % |")
@@ -471,10 +473,6 @@ def markdown_row(p: Plan, preset: str) -> str:
 
 def main(argv=None) -> int:
   """``python -m jaxlens.plan TOPOLOGY [PRESET ...] [key=value ...] [--mfu F]``; returns the exit status."""
-  import argparse
-  import sys
-
-  from jaxlens.train import config as tconfig
   parser = argparse.ArgumentParser(prog="python -m jaxlens.plan", description=__doc__.split("\n\n")[0],
                                    epilog="TOPOLOGY: v5e:2x2, v4:2x2x2, v5e-64, v5p-32, v6e-16, h100x8, …")
   parser.add_argument("topology", help="libtpu topology, slice name or h100xN (estimate)")

@@ -28,7 +28,7 @@ from jaxlens.checkpoints import CheckpointError
 from jaxlens.eval import generation as gen
 from jaxlens.eval import loading
 from jaxlens.eval import report as rp
-from jaxlens.eval.alignment import AlignmentConfig
+from jaxlens.eval.alignment import OUTPUT_KEY, AlignmentConfig, paired_difference
 from jaxlens.eval.sampling import sample_responses
 from jaxlens.eval.teacher_forced import evaluate_alignment
 
@@ -41,6 +41,7 @@ class EvalConfig:
   students: str = ""  # comma-separated name=path: train.py run folders, or "baseline" (the untrained student)
   out: str = "eval_out"  # report folder
   training_logs: str = ""  # comma-separated name=path.jsonl for the metric-vs-step plot
+  reference: str = ""  # a student name: report every other student's paired difference to it at the output
   # --- held-out data (the runs' held-out split; units: sequences) ---
   batch_size: int = 8  # sequences per teacher-forced batch; prompts per generate call (at most gen_examples)
   eval_batches: int = 4  # fixed number of teacher-forced batches
@@ -68,7 +69,9 @@ class EvalConfig:
     for name in ("batch_size", "eval_batches", "gen_examples", "max_new_tokens", "num_bootstrap"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-    self.student_paths()
+    students = self.student_paths()
+    if self.reference and self.reference not in students:
+      raise ValueError(f"reference={self.reference!r} is not one of the students {list(students)}")
     if self.training_logs:
       parse_pairs(self.training_logs, "training_logs")
     self.alignment_config()
@@ -165,6 +168,13 @@ def evaluate_students(setup: loading.EvalSetup, cfg: EvalConfig) -> dict:
   for name in setup.students:
     report["students"][name] = {"layer_pairs": [list(p) for p in setup.layer_pairs[name]],
                                 "alignment": alignment[name]}
+  if cfg.reference:
+    ref = alignment[cfg.reference][OUTPUT_KEY]["per_sequence"]
+    report["paired"] = {"reference": cfg.reference, "students": {
+        name: {m: d.as_dict() for m, d in paired_difference(
+            alignment[name][OUTPUT_KEY]["per_sequence"], ref, rp.PAIRED_METRICS, num_bootstrap=cfg.num_bootstrap,
+            seed=cfg.seed).items()}
+        for name in setup.students if name != cfg.reference}}
   if cfg.generation:
     t0 = time.time()
     for name, model in setup.students.items():

@@ -4,7 +4,8 @@ The report document is
 
 .. code-block:: text
 
-   {"config": {...}, "setup": {...}, "seconds": {...},
+   {"config": {...}, "setup": {...}, "seconds": {...}, ["paired": {"reference": name, "students":
+       {name: {metric: {"mean", "ci_low", "ci_high"}}}},]
     "students": {name: {"layer_pairs": [[j, i], ...],
                         "alignment": {"output" | "lens/T{j}-S{i}":
                             {"metrics": {metric: {"mean", "ci_low", "ci_high"} | float}, "reliability": {...}}},
@@ -28,6 +29,10 @@ from jaxlens.eval.alignment import OUTPUT_KEY
 SUMMARY_METRICS = ("forward_kl", "reverse_kl", "jsd", "tvd", "top1_agreement", "topk_overlap@5",
                    "topk_overlap@10", "g_head", "g_tail", "head_mass_error", "tail_mass_error@10",
                    "entropy_gap", "student_ece", "student_ce")
+
+
+#: Metrics of the paired-difference table (student − reference at the output, same sequences).
+PAIRED_METRICS = ("forward_kl", "reverse_kl", "jsd", "tvd", "top1_agreement", "g_head", "g_tail", "student_ce")
 
 
 def _cell(stat) -> str:
@@ -68,6 +73,15 @@ def markdown(report: dict, metrics: Sequence[str] = SUMMARY_METRICS, lens_metric
   for name, s in students.items():
     m = s.get("alignment", {}).get(OUTPUT_KEY, {}).get("metrics", {})
     lines.append(f"| {name} | " + " | ".join(_cell(m.get(k)) for k in metrics) + " |")
+  if "paired" in report:
+    paired = report["paired"]
+    lines += ["", f"## Paired differences to `{paired['reference']}` at the output", "",
+              "Student − reference token means on the same sequences, with the 95% paired-bootstrap CI.", "",
+              "| student | " + " | ".join(PAIRED_METRICS) + " |", "|---|" + "---:|" * len(PAIRED_METRICS)]
+    for name, diffs in paired["students"].items():
+      lines.append(f"| {name} | " + " | ".join(
+          f"{d['mean']:+.4g} [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]" for d in (diffs[m] for m in PAIRED_METRICS))
+          + " |")
   gen_names = sorted({k for s in students.values() for k in s.get("generation", {}) if k != "samples"})
   if gen_names:
     lines += ["", "## Generation (mean ± std over sampling seeds)", "",

@@ -73,7 +73,8 @@ def evaluate_alignment(teacher, students: Mapping[str, nnx.Module], batches: Ite
 
   Returns:
     name → key → ``{"metrics": {metric: {mean, ci_low, ci_high} | float}, "reliability": {...}}`` with keys
-    ``"output"`` then ``"lens/T{j}-S{i}"`` in the order of ``layer_pairs[name]``.
+    ``"output"`` (which also holds ``"per_sequence"`` sums for paired comparisons) then ``"lens/T{j}-S{i}"`` in
+    the order of ``layer_pairs[name]``.
 
   Raises:
     ValueError: if a student has no layer-pair entry, a layer index is out of range, the vocabularies
@@ -106,5 +107,6 @@ def evaluate_alignment(teacher, students: Mapping[str, nnx.Module], batches: Ite
         for name, key, i, s_norm in targets:
           accumulate_block(accs[name][key], block, t_rows, lens_rows(students[name], s_hidden[name][i], rows, s_norm))
     offset += np.shape(batch["loss_mask"])[0]
-  return {name: {key: acc.report(num_bootstrap=num_bootstrap, seed=seed) for key, acc in keyed.items()}
+  return {name: {key: acc.report(num_bootstrap=num_bootstrap, seed=seed, per_sequence=key == OUTPUT_KEY)
+                 for key, acc in keyed.items()}
           for name, keyed in accs.items()}

@@ -177,6 +177,31 @@ def test_token_blocks_cover_the_scored_positions_once():
   assert list(al.token_blocks(labels, np.zeros((3, 4)), 3)) == []
 
 
+def test_paired_difference_matches_the_means_and_is_paired():
+  # Two students that differ by a small per-sequence shift on top of large shared per-sequence variation:
+  # the paired interval is much narrower than either marginal one, and both bracket the true difference.
+  rng = np.random.default_rng(5)
+  cfg = al.AlignmentConfig(num_bins=4)
+  base = rng.gamma(1.0, 2.0, 40)  # per-sequence level, shared
+  accs = {}
+  for name, shift in (("ref", 0.0), ("student", 0.05)):
+    acc = al.AlignmentAccumulator(cfg)
+    for seq, level in enumerate(base):
+      metrics = {n: np.full(3, level + shift) for n in cfg.metric_names()}
+      metrics["confidence"], metrics["correct"] = np.full(3, 0.5), np.ones(3)
+      acc.update(metrics, np.ones(3), np.full(3, seq))
+    accs[name] = acc
+  diff = al.paired_difference(accs["student"].per_sequence(), accs["ref"].per_sequence(), ["jsd"], seed=1)["jsd"]
+  np.testing.assert_allclose(diff.mean, accs["student"].summarize()["jsd"].mean - accs["ref"].summarize()["jsd"].mean)
+  np.testing.assert_allclose([diff.mean, diff.ci_low, diff.ci_high], 0.05, rtol=1e-9)  # a constant shift
+  marginal = accs["ref"].summarize()["jsd"]
+  assert marginal.ci_high - marginal.ci_low > 0.5
+  other = al.AlignmentAccumulator(cfg)
+  other.update({n: np.zeros(2) for n in (*cfg.metric_names(), "confidence", "correct")}, np.ones(2), np.arange(2))
+  with pytest.raises(ValueError, match="same sequences"):
+    al.paired_difference(other.per_sequence(), accs["ref"].per_sequence(), ["jsd"])
+
+
 def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="same shape"):
     al.token_metrics(T_LOGITS, S_LOGITS[:, :5], LABELS)

@@ -21,7 +21,7 @@ def test_parse_args_types_and_defaults():
     (["students=a=x", "greedy=maybe"], "greedy: expected true/false"), (["students=a"], "name=value"),
     (["students=a=x,a=y"], "repeated name 'a'"), (["students=a=x", "batch_size=0"], "batch_size must be >= 1"),
     (["students=a=x", "seeds=1,x"], "seeds: expected comma-separated ints"),
-    (["students=a=x", "head_rule=nope"], "head_rule"), (["students=a=x", "top_p=0"], "top_p"), (["oops"], "key=value")])
+    (["students=a=x", "head_rule=nope"], "head_rule"), (["students=a=x", "reference=b"], "not one of the students"), (["students=a=x", "top_p=0"], "top_p"), (["oops"], "key=value")])
 def test_parse_args_errors(argv, match):
   with pytest.raises(ValueError, match=match):
     cli.parse_args(argv)

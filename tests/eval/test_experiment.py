@@ -61,6 +61,19 @@ def test_check_report_rejects_inconsistent_numbers(tmp_path, changes, match):
     sweep.check_report(str(path), ["a"])
 
 
+def test_check_report_checks_paired_differences(tmp_path):
+  path = tmp_path / "r.json"
+  diff = {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.15}
+  report = {"students": {"a": _metrics(), "b": _metrics(jsd=0.2)}, "paired": {"reference": "a", "students": {"b": {
+      "jsd": diff}}}}
+  path.write_text(json.dumps(report))
+  sweep.check_report(str(path), ["a", "b"])
+  diff["mean"] = 0.12  # no longer the difference of the two means
+  path.write_text(json.dumps(report))
+  with pytest.raises(AssertionError, match="paired difference"):
+    sweep.check_report(str(path), ["a", "b"])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "train.py")), reason="train.py (issue 5) not present yet")
 def test_cpu_tiny_sweep_produces_consistent_report(tmp_path, monkeypatch):
@@ -73,5 +86,7 @@ def test_cpu_tiny_sweep_produces_consistent_report(tmp_path, monkeypatch):
   for name in ["init", *CI_METHODS]:
     jsd = report["students"][name]["alignment"]["output"]["metrics"]["jsd"]["mean"]
     assert f"| {name} | " in md and f"{jsd:.4g}" in md
+  assert "## Paired differences to `fkl` at the output" in md
+  assert set(report["paired"]["students"]) == {"init", *CI_METHODS} - {"fkl"}
   # The lens pairs of the training config are evaluated for every student.
   assert all(any(k.startswith("lens/") for k in s["alignment"]) for s in report["students"].values())

@@ -25,6 +25,8 @@ def test_write_report(tmp_path):
                            al.lens_key(10, 2): _block(i + 9, cfg)},
              "generation": {"rougeL": {"mean": 20.0 + i, "std": 1.0, "per_seed": {10: 19.0 + i, 20: 21.0 + i}}}}
       for i, name in enumerate(["fkl", "distilllens"])}}
+  report["paired"] = {"reference": "fkl", "students": {"distilllens": {
+      m: {"mean": -0.25, "ci_low": -0.5, "ci_high": -0.125} for m in rp.PAIRED_METRICS}}}
   log = tmp_path / "train.jsonl"
   log.write_text("\n".join(json.dumps({"step": s, "loss/ce": 3.0 - 0.1 * s, "loss/output": 1.0 / (s + 1),
                                        "loss/lens": 0.0}) for s in range(5)))
@@ -39,6 +41,7 @@ def test_write_report(tmp_path):
   jsd = report["students"]["distilllens"]["alignment"]["output"]["metrics"]["jsd"]
   assert f"{jsd['mean']:.4g} ± {(jsd['ci_high'] - jsd['ci_low']) / 2:.2g}" in md and "| distilllens |" in md and "T2-S1 | T10-S2" in md
   assert "21.00 ± 1.00" in md
+  assert "## Paired differences to `fkl` at the output" in md and "| distilllens | -0.25 [-0.5, -0.125] |" in md
   assert rp.lens_keys(report) == ["lens/T2-S1", "lens/T10-S2"]
   lines = rp.print_lines(report)
   assert any(line.startswith("fkl/output/jsd ") for line in lines)

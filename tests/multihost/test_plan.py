@@ -2,7 +2,6 @@
 
 import importlib.util
 
-import jax
 import pytest
 from flax import nnx
 
