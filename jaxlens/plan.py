@@ -36,7 +36,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.experimental import topologies
 
@@ -48,6 +47,7 @@ from jaxlens.train.objective import Objective
 from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule
 from jaxlens.train.optimizer import make_optimizer
+from jaxlens.train.optimizer import optimizer_state_shardings
 from jaxlens.train.step import BATCH_KEYS
 from jaxlens.train.step import ModelParts
 from jaxlens.train.step import make_train_step
@@ -363,12 +363,9 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
     params["projection"] = jax.ShapeDtypeStruct((t_cfg.hidden_size, s_cfg.hidden_size), jnp.float32,
                                                 sharding=replicated)
   optimizer = make_optimizer(cfg.optim, cfg.steps, s_cfg.family)
-  # Adam's moments sharded like the parameters they follow, the rest (step counts) replicated.
-  opt_abstract = jax.eval_shape(optimizer.init, params)
-  opt_shardings = optax.tree_utils.tree_map_params(
-      optimizer, lambda _, sharding: sharding, opt_abstract, jax.tree.map(lambda x: x.sharding, params),
-      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-  state = {"params": params, "opt_state": _abstract(opt_abstract, opt_shardings),
+  opt_state = _abstract(jax.eval_shape(optimizer.init, params),
+                        optimizer_state_shardings(optimizer, params, replicated))
+  state = {"params": params, "opt_state": opt_state,
            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
            "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)}
   teacher_params = placed(teacher)

@@ -19,7 +19,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from jaxlens import checkpoints
@@ -34,6 +33,7 @@ from jaxlens.train.objective import normalise
 from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule
 from jaxlens.train.optimizer import make_optimizer
+from jaxlens.train.optimizer import optimizer_state_shardings
 from jaxlens.train.step import ModelParts
 from jaxlens.train.step import make_eval_sums
 from jaxlens.train.step import make_train_step
@@ -144,8 +144,12 @@ def eval_batches(setup: Setup) -> list[dict]:
 
 
 def to_global(batch: dict, sharding) -> dict:
-  """This process's numpy rows → global ``jax.Array`` s sharded over the batch axes."""
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in jdata.BATCH_KEYS}
+  """This process's numpy rows (``1 / process_count`` of the global batch) → global ``jax.Array`` s sharded over
+  the batch axes. The explicit global shape makes JAX refuse a sharding that does not split the rows over the
+  processes that way, instead of taking each process's rows for the whole batch."""
+  def make(x):
+    return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * jax.process_count(), *x.shape[1:]))
+  return {k: make(np.asarray(batch[k])) for k in jdata.BATCH_KEYS}
 
 
 def initial_state(cfg: tconfig.TrainConfig, student: models.CausalLM, teacher: models.CausalLM, mesh,
@@ -162,10 +166,7 @@ def initial_state(cfg: tconfig.TrainConfig, student: models.CausalLM, teacher: m
   replicated = pmesh.replicated(mesh)
   # Optimizer moments are sharded like their parameters, counters replicated: explicit, so the first step's
   # input shardings equal its outputs' and the step compiles once.
-  param_shardings = jax.tree.map(lambda x: x.sharding, params)
-  opt_shardings = optax.tree_utils.tree_map_params(optimizer, lambda _, sharding: sharding,
-                                                   jax.eval_shape(optimizer.init, params), param_shardings,
-                                                   transform_non_params=lambda _: replicated)
+  opt_shardings = optimizer_state_shardings(optimizer, params, replicated)
   state = {"params": params, "opt_state": jax.jit(optimizer.init, out_shardings=opt_shardings)(params),
            "step": jax.device_put(jnp.zeros((), jnp.int32), replicated),
            "rng": jax.device_put(jax.random.key_data(jax.random.PRNGKey(cfg.seed)), replicated)}
@@ -188,13 +189,21 @@ def run_facts(setup: Setup) -> dict:
 
 # ------------------------------------------------------------------------------------------------------- loop
 class _Stop:
-  """SIGTERM sets the flag; the loop checks it at every step boundary (then saves and exits cleanly)."""
+  """SIGTERM sets the flag; the loop checks it at every step boundary (then saves and exits cleanly).
+
+  Single-process runs only. In a multi-process run JAX's preemption notifier catches SIGTERM (sent to any one
+  process, as a pod's maintenance notice is) and orbax's ``reached_preemption`` makes every process stop and
+  save at the same step; a Python handler would replace that notifier and let one process stop alone while
+  the others wait for it in the next collective.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
 
   def __enter__(self):
+    if jax.process_count() > 1:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: preemption is then only seen through orbax
@@ -228,6 +237,9 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   if cfg.micro_batch_size % shards:
     raise ValueError(f"the micro-batch (batch_size / grad_accum = {cfg.micro_batch_size}) must be divisible by "
                      f"data × fsdp = {shards} mesh shards")
+  if shards % jax.process_count():
+    raise ValueError(f"data × fsdp = {shards} batch shards cannot be split over {jax.process_count()} processes: "
+                     "each process feeds its own rows, so data × fsdp must be a multiple of the process count")
 
   out_dir = os.path.abspath(cfg.out_dir)
   manager = checkpoints.open_manager(out_dir, max_to_keep=cfg.keep_checkpoints)
