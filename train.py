@@ -13,6 +13,6 @@ from jaxlens.train.cli import main
 
 if __name__ == "__main__":
   if sys.argv[1:2] == ["--plan"]:  # python train.py --plan TOPOLOGY [PRESET ...] [key=value ...]
-    from jaxlens.plan import main as plan_main
+    from jaxlens.train.plan import main as plan_main
     sys.exit(plan_main(sys.argv[2:]))
   sys.exit(main())

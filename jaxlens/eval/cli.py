@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from jaxlens.checkpoints import CheckpointError
+from jaxlens.run.checkpoints import CheckpointError
 from jaxlens.eval import generation as gen
 from jaxlens.eval import loading
 from jaxlens.eval import report as rp

@@ -1,7 +1,7 @@
 """What an evaluation scores, rebuilt from training run folders without the training code.
 
 Every trained student is a run folder written by ``train.py``; its checkpoint holds the resolved training
-config and the run facts (:mod:`jaxlens.checkpoints`), from which :mod:`jaxlens.model_sources` rebuilds the
+config and the run facts (:mod:`jaxlens.run.checkpoints`), from which :mod:`jaxlens.run.model_sources` rebuilds the
 teacher and the student. The held-out data are the training config's held-out split (same source, template,
 tokenizer, lengths and split seed), so no student has seen them. The special path ``baseline`` names the
 untrained student: the training config's student source (e.g. teacher blocks 0, 3, …) built from the
@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxlens import checkpoints, data, model_sources, models
+from jaxlens import data, models
+from jaxlens.run import checkpoints, model_sources
 
 #: The ``students=`` path of the untrained, teacher-initialised student.
 BASELINE = "baseline"
@@ -124,7 +125,7 @@ def load_setup(cfg) -> EvalSetup:
   Raises:
     ValueError: if only ``baseline`` students are listed (a run folder is needed for the teacher, data and
       layer map), or the runs differ in teacher, student architecture or data.
-    jaxlens.checkpoints.CheckpointError: on a missing or unreadable run folder.
+    jaxlens.run.checkpoints.CheckpointError: on a missing or unreadable run folder.
   """
   paths = cfg.student_paths()
   runs = {name: path for name, path in paths.items() if path != BASELINE}

@@ -1,8 +1,8 @@
 """Training: typed config, the distillation objective, the jitted step, checkpoints, logs and the loop."""
 
-from jaxlens.train.config import ConfigError
-from jaxlens.train.config import TrainConfig
-from jaxlens.train.config import resolve
+from jaxlens.run.config import ConfigError
+from jaxlens.run.config import TrainConfig
+from jaxlens.run.config import resolve
 from jaxlens.train.objective import Objective
 from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule

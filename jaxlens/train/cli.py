@@ -15,8 +15,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from jaxlens.checkpoints import CheckpointError
-from jaxlens.train import config as tconfig
+from jaxlens.run.checkpoints import CheckpointError
+from jaxlens.run import config as tconfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:

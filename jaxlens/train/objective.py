@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlens import losses
-from jaxlens.train.config import LossConfig
+from jaxlens.run.config import LossConfig
 
 def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int) -> losses.LayerMap:
   """The configured lens pairs, or the uniform map of ``num_lens_pairs`` when none are listed.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from jaxlens.train.config import OptimConfig
+from jaxlens.run.config import OptimConfig
 
 
 def learning_rate_schedule(cfg: OptimConfig, steps: int) -> optax.Schedule:

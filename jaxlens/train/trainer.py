@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlens import checkpoints
+from jaxlens.run import checkpoints
 from jaxlens import data as jdata
-from jaxlens import model_sources
+from jaxlens.run import model_sources
 from jaxlens import models
 from jaxlens.parallel import distributed
 from jaxlens.parallel import mesh as pmesh
-from jaxlens.train import config as tconfig
+from jaxlens.run import config as tconfig
 from jaxlens.train.objective import Objective
 from jaxlens.train.objective import normalise
 from jaxlens.train.objective import resolve_layer_pairs
@@ -222,9 +222,9 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   """Run (or resume) training as configured; see the module docstring.
 
   Raises:
-    jaxlens.train.config.ConfigError: ``resume=never`` with checkpoints present, or a resumed run whose
+    jaxlens.run.config.ConfigError: ``resume=never`` with checkpoints present, or a resumed run whose
       config differs in a setting that changes the numbers (named).
-    jaxlens.checkpoints.CheckpointError: an unreadable or incompatible checkpoint (the path is named; nothing
+    jaxlens.run.checkpoints.CheckpointError: an unreadable or incompatible checkpoint (the path is named; nothing
       is overwritten).
     ValueError: a mesh that does not match the devices, a batch not divisible over the mesh, a bad layer map.
   """

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from jaxlens import launch
+from jaxlens.parallel import launch
 
 SCRIPTS = pathlib.Path(__file__).parent / "scripts"
 REPO = pathlib.Path(__file__).parents[2]
 
 
 def _launch(*args: str, extra_env: dict[str, str] | None = None, **popen_kwargs) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, "-m", "jaxlens.launch", *args], cwd=REPO,
+  return subprocess.Popen([sys.executable, "-m", "jaxlens.parallel.launch", *args], cwd=REPO,
                           env={**os.environ, **(extra_env or {})}, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, **popen_kwargs)
 

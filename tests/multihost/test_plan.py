@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 
 from jaxlens import models
-from jaxlens import plan as pl
-from jaxlens.train import config as tconfig
+from jaxlens.train import plan as pl
+from jaxlens.run import config as tconfig
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                   reason="libtpu is not installed (pip install -e '.[tpu]'; Linux x86-64 only)")

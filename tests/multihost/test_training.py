@@ -26,9 +26,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlens import checkpoints
-from jaxlens import model_sources
-from jaxlens.train import config as tconfig
+from jaxlens.run import checkpoints
+from jaxlens.run import model_sources
+from jaxlens.run import config as tconfig
 from jaxlens.train.trainer import build_data
 
 REPO = pathlib.Path(__file__).parents[2]
@@ -51,7 +51,7 @@ class Job:
       command = [sys.executable, *train]
       env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     else:
-      command = [sys.executable, "-m", "jaxlens.launch", "--processes", str(processes), "--devices-per-process",
+      command = [sys.executable, "-m", "jaxlens.parallel.launch", "--processes", str(processes), "--devices-per-process",
                  str(8 // processes), "--grace", "2", "--", *train]
     self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True)
@@ -152,7 +152,7 @@ def test_two_processes_reach_the_parameters_of_one_process(runs):
 
 def test_processes_read_disjoint_rows_whose_union_is_the_global_batch():
   num_batches = 3
-  out = subprocess.run([sys.executable, "-m", "jaxlens.launch", "--processes", "2", "--",
+  out = subprocess.run([sys.executable, "-m", "jaxlens.parallel.launch", "--processes", "2", "--",
                         str(SCRIPTS / "read_batches.py"), str(num_batches), "tiny", "batch_size=8"],
                        cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT)
   assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
@@ -228,7 +228,7 @@ def test_checkpoints_move_between_one_and_two_processes(runs):
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
   # tensor=8 spans both processes: the batch would be replicated, but each process only has its own rows.
-  out = subprocess.run([sys.executable, "-m", "jaxlens.launch", "--processes", "2", "--", str(REPO / "train.py"),
+  out = subprocess.run([sys.executable, "-m", "jaxlens.parallel.launch", "--processes", "2", "--", str(REPO / "train.py"),
                         "tiny", "batch_size=8", "parallel.data=1", "parallel.tensor=8", f"out_dir={tmp_path}"],
                        cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT)
   assert out.returncode != 0

@@ -12,7 +12,7 @@ from train_fixtures import ROOT
 from train_fixtures import tiny_config
 
 from jaxlens.train import cli
-from jaxlens.train import config as tconfig
+from jaxlens.run import config as tconfig
 from jaxlens.train import trainer
 from jaxlens.train.objective import resolve_layer_pairs
 

@@ -10,7 +10,7 @@ import optax
 import pytest
 import torch
 
-from jaxlens.train.config import OptimConfig
+from jaxlens.run.config import OptimConfig
 from jaxlens.train.optimizer import decay_mask
 from jaxlens.train.optimizer import learning_rate_schedule
 from jaxlens.train.optimizer import make_optimizer

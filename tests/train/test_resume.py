@@ -17,9 +17,9 @@ import pytest
 from flax import nnx
 from train_fixtures import ROOT
 
-from jaxlens import checkpoints
-from jaxlens import model_sources
-from jaxlens.train import config as tconfig
+from jaxlens.run import checkpoints
+from jaxlens.run import model_sources
+from jaxlens.run import config as tconfig
 from jaxlens.train import trainer
 
 STEPS = 16

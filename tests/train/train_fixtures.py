@@ -8,7 +8,7 @@ import os
 import jax
 import numpy as np
 
-from jaxlens.train import config as tconfig
+from jaxlens.run import config as tconfig
 from jaxlens.train import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -11,7 +11,7 @@ import sys
 import jax
 
 from jaxlens.parallel import distributed
-from jaxlens.train import config as tconfig
+from jaxlens.run import config as tconfig
 from jaxlens.train.trainer import build_data
 
 distributed.initialize()

@@ -1,6 +1,6 @@
 """Run one command as N local JAX processes: a multi-host pod simulated on one machine.
 
-``python -m jaxlens.launch --processes 2 --devices-per-process 4 -- train.py preset=tiny steps=3``
+``python -m jaxlens.parallel.launch --processes 2 --devices-per-process 4 -- train.py preset=tiny steps=3``
 
 starts the command once per process with the environment that :func:`jaxlens.parallel.distributed.initialize`
 reads (``JAXLENS_COORDINATOR=127.0.0.1:PORT`` on a free port, ``JAXLENS_NUM_PROCESSES``,
@@ -205,11 +205,11 @@ class Launcher:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """``python -m jaxlens.launch [options] -- command ...``; returns the exit status."""
+  """``python -m jaxlens.parallel.launch [options] -- command ...``; returns the exit status."""
   argv = list(sys.argv[1:] if argv is None else argv)
   split = argv.index("--") if "--" in argv else len(argv)
   parser = argparse.ArgumentParser(
-      prog="python -m jaxlens.launch", usage="%(prog)s [options] -- COMMAND [ARG ...]",
+      prog="python -m jaxlens.parallel.launch", usage="%(prog)s [options] -- COMMAND [ARG ...]",
       description="Run COMMAND as N local JAX processes (a simulated multi-host job on CPU devices).")
   parser.add_argument("--processes", type=int, default=2, help="number of processes (default 2)")
   parser.add_argument("--devices-per-process", type=int, default=4, help="CPU devices per process (default 4)")

@@ -11,7 +11,7 @@ item           contents
 ``opt_state``  the optax optimizer state (training only)
 ``train``      ``{"step": int32, "rng": uint32 key data}``
 ``data``       the data iterator's JSON state (epoch, position, …)
-``config``     the resolved training config (JSON, ``jaxlens.train.config.to_dict``)
+``config``     the resolved training config (JSON, ``jaxlens.run.config.to_dict``)
 ``run``        JSON facts evaluation needs without the training code: the teacher's and student's
                ``ModelConfig`` dicts, the lens ``layer_pairs`` ``[[k, j], …]``, the step, jaxlens version
 =============  =======================================================================================

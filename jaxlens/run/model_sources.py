@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlens import checkpoints
+from jaxlens.run import checkpoints
 from jaxlens import models
 
 RANDOM_MAX_POSITIONS = 2048
@@ -99,10 +99,10 @@ def cast_params(model: models.CausalLM, dtype) -> models.CausalLM:
 
 def load_run_models(run_dir: str, *, step: int | None = None, dtype=jnp.float32):
   """A training run's ``(teacher, student, info)``: the teacher rebuilt from its source, the student from the
-  stored ``ModelConfig`` with the checkpoint's parameters; ``info`` is :func:`jaxlens.checkpoints.read_run`'s.
+  stored ``ModelConfig`` with the checkpoint's parameters; ``info`` is :func:`jaxlens.run.checkpoints.read_run`'s.
 
   Raises:
-    jaxlens.checkpoints.CheckpointError: no / unreadable / incompatible checkpoint.
+    jaxlens.run.checkpoints.CheckpointError: no / unreadable / incompatible checkpoint.
   """
   info = checkpoints.read_run(run_dir, step)
   teacher = load_teacher(info.config["teacher"], dtype=dtype)

@@ -1,6 +1,6 @@
 """Plan a training run for hardware you do not have: per-chip memory, fit, FLOPs and step time.
 
-``python -m jaxlens.plan TOPOLOGY [PRESET ...] [key=value ...]`` (or ``python train.py --plan TOPOLOGY ...``)
+``python -m jaxlens.train.plan TOPOLOGY [PRESET ...] [key=value ...]`` (or ``python train.py --plan TOPOLOGY ...``)
 builds the configured teacher, student and optimizer state *abstractly* (shapes and shardings only, no weights
 are read or materialised), lowers the real jitted train step on a mesh over the target's chips and compiles it
 ahead of time with libtpu (``pip install -e ".[tpu]"``; no TPU needed). It prints the per-chip memory the
@@ -14,10 +14,10 @@ proxy for XLA:GPU) with the H100's memory and peak FLOP/s.
 
 Examples::
 
-  python -m jaxlens.plan v5e:2x2 tiny
-  python -m jaxlens.plan v5p-32 gpt2-xl-base teacher.path=gpt2-xl student.path=gpt2 parallel.data=1 \
+  python -m jaxlens.train.plan v5e:2x2 tiny
+  python -m jaxlens.train.plan v5p-32 gpt2-xl-base teacher.path=gpt2-xl student.path=gpt2 parallel.data=1 \
       parallel.fsdp=-1 precision.remat=true
-  python -m jaxlens.plan h100x8 llama7b-tinyllama teacher.path=huggyllama/llama-7b \
+  python -m jaxlens.train.plan h100x8 llama7b-tinyllama teacher.path=huggyllama/llama-7b \
       student.path=TinyLlama/TinyLlama_v1.1 parallel.data=1 parallel.fsdp=8 --mfu 0.35
 """
 
@@ -39,10 +39,10 @@ import numpy as np
 from flax import nnx
 from jax.experimental import topologies
 
-from jaxlens import model_sources
+from jaxlens.run import model_sources
 from jaxlens import models
 from jaxlens.parallel import mesh as pmesh
-from jaxlens.train import config as tconfig
+from jaxlens.run import config as tconfig
 from jaxlens.train.objective import Objective
 from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule
@@ -249,7 +249,7 @@ def model_config(spec, name: str, teacher=None):
   """The :class:`~jaxlens.models.ModelConfig` a model source describes, read without any weights.
 
   Args:
-    spec: a ``teacher`` / ``student`` :class:`~jaxlens.train.config.ModelSpec`.
+    spec: a ``teacher`` / ``student`` :class:`~jaxlens.run.config.ModelSpec`.
     name: ``"teacher"`` or ``"student"`` (for messages).
     teacher: the teacher's config (for ``source=teacher_layers``).
 
@@ -330,7 +330,7 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
   target's chips.
 
   Args:
-    cfg: a resolved :class:`~jaxlens.train.config.TrainConfig`.
+    cfg: a resolved :class:`~jaxlens.run.config.TrainConfig`.
     target: from :func:`parse_target`.
     mfu: assumed model FLOPs utilisation for the step time, in (0, 1].
 
@@ -469,8 +469,8 @@ def markdown_row(p: Plan, preset: str) -> str:
 
 
 def main(argv=None) -> int:
-  """``python -m jaxlens.plan TOPOLOGY [PRESET ...] [key=value ...] [--mfu F]``; returns the exit status."""
-  parser = argparse.ArgumentParser(prog="python -m jaxlens.plan", description=__doc__.split("\n\n")[0],
+  """``python -m jaxlens.train.plan TOPOLOGY [PRESET ...] [key=value ...] [--mfu F]``; returns the exit status."""
+  parser = argparse.ArgumentParser(prog="python -m jaxlens.train.plan", description=__doc__.split("\n\n")[0],
                                    epilog="TOPOLOGY: v5e:2x2, v4:2x2x2, v5e-64, v5p-32, v6e-16, h100x8, …")
   parser.add_argument("topology", help="libtpu topology, slice name or h100xN (estimate)")
   parser.add_argument("config", nargs="*", help="training presets, then key=value overrides (as train.py)")
