@@ -7,6 +7,7 @@ nothing else from jaxlens.
 """
 
 from jaxlens.losses.adaptive_kl import adaptive_kl
+from jaxlens.losses.adaptive_kl import adaptive_kl_head_weight
 from jaxlens.losses.cross_entropy import cross_entropy
 from jaxlens.losses.divergences import DIVERGENCES
 from jaxlens.losses.divergences import get_divergence
@@ -14,9 +15,11 @@ from jaxlens.losses.jsd import jsd
 from jaxlens.losses.kl import forward_kl
 from jaxlens.losses.kl import reverse_kl
 from jaxlens.losses.layer_map import LayerMap
+from jaxlens.losses.layer_map import construction_layer_map
 from jaxlens.losses.layer_map import uniform_layer_map
 from jaxlens.losses.lens import TileConfig
 from jaxlens.losses.lens import lens_loss
+from jaxlens.losses.mix import kl_mixture
 from jaxlens.losses.reduction import masked_sum_and_count
 from jaxlens.losses.reduction import reduce_loss
 from jaxlens.losses.skew import skew_kl
@@ -30,10 +33,13 @@ __all__ = [
     "LayerMap",
     "TileConfig",
     "adaptive_kl",
+    "adaptive_kl_head_weight",
+    "construction_layer_map",
     "cross_entropy",
     "forward_kl",
     "get_divergence",
     "jsd",
+    "kl_mixture",
     "lens_loss",
     "masked_sum_and_count",
     "reduce_loss",

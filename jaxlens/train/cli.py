@@ -59,4 +59,5 @@ def report(result) -> None:
           f"step {steps[-1]} {result.eval_losses[steps[-1]]:.4f}")
   print(f"  checkpoint: {result.checkpoint}")
   print(f"  metrics:    {result.out_dir}/metrics.jsonl  (TensorBoard: {result.out_dir}/tensorboard)")
-  print(f"  evaluate:   python eval.py students=student={result.out_dir} out={result.out_dir}/eval")
+  print(f"  evaluate:   python eval.py students=init=baseline,student={result.out_dir} out={result.out_dir}/eval "
+        "generation=false   (init: the student before training)")

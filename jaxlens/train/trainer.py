@@ -74,6 +74,7 @@ class Setup:
   train_iter: jdata.BatchIterator
   eval_rows: list
   pad_id: int
+  student_blocks: tuple[int, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- set-up
@@ -122,7 +123,7 @@ def build_data(cfg: tconfig.TrainConfig, vocab_size: int) -> tuple[jdata.BatchIt
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the models' vocabulary is {vocab_size}")
   examples = jdata.load_instruction_data(cfg.data.source)
   train, held_out = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction,
-                                         seed=cfg.data.split_seed)
+                                         seed=cfg.data.split_seed, by=cfg.data.split)
   tok = lambda ex: jdata.tokenize_examples(ex, tokenizer, max_length=cfg.data.seq_len,  # noqa: E731
                                            max_prompt_length=cfg.data.max_prompt_len, template=cfg.data.template)
   train_iter = jdata.BatchIterator(tok(train), global_batch_size=cfg.batch_size, seq_len=cfg.data.seq_len,
@@ -184,6 +185,7 @@ def run_facts(setup: Setup) -> dict:
           "student_model": dataclasses.asdict(setup.student.config),
           "layer_pairs": [[k, j] for k, j in zip(setup.objective.pairs.teacher_layers,
                                                   setup.objective.pairs.student_layers)],
+          "student_blocks": None if setup.student_blocks is None else list(setup.student_blocks),
           "jaxlens_version": __import__("jaxlens").__version__}
 
 
@@ -249,13 +251,15 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
                               f"{latest}); use resume=auto to continue it or another out_dir")
 
   teacher, student = build_models(cfg)
+  blocks = model_sources.student_blocks(dataclasses.asdict(cfg.student), teacher.config.num_layers)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers,
-                                                      student.config.num_layers))
+                                                      student.config.num_layers, blocks))
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
   schedule = learning_rate_schedule(cfg.optim, cfg.steps)
   state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer)
   train_iter, eval_rows, pad_id = build_data(cfg, teacher.config.vocab_size)
-  setup = Setup(cfg, mesh, teacher, student, objective, state, teacher_params, train_iter, eval_rows, pad_id)
+  setup = Setup(cfg, mesh, teacher, student, objective, state, teacher_params, train_iter, eval_rows, pad_id,
+                blocks)
 
   if latest is not None:
     state = resume(setup, manager, latest)
