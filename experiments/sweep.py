@@ -257,8 +257,12 @@ class Sweep:
     return self._evaluator
 
   def planned(self) -> list[tuple[str, int | None]]:
-    """Every unit of the sweep in run order: the two starting points, then seed by seed, arm by arm."""
-    return [(a, None) for a in SPECIAL_UNITS] + [(arm, s) for s in self.seeds for arm in self.arms]
+    """Every unit of the sweep in run order: the two starting points, then the arms in groups of the scale's
+    ``group_size`` (default 3), each group for every seed before the next group — so the first arms reach
+    all their seeds early."""
+    size = int(self.spec.get("group_size", 3))
+    groups = [self.arms[i:i + size] for i in range(0, len(self.arms), size)]
+    return [(a, None) for a in SPECIAL_UNITS] + [(arm, s) for g in groups for s in self.seeds for arm in g]
 
   def present(self, arm: str, seed: int | None) -> dict | None:
     return load_unit(unit_path(self.spec, arm, seed), arm, seed)
