@@ -19,7 +19,7 @@ from jaxlens.losses.layer_map import construction_layer_map
 from jaxlens.losses.layer_map import uniform_layer_map
 from jaxlens.losses.lens import TileConfig
 from jaxlens.losses.lens import lens_loss
-from jaxlens.losses.mix import kl_mixture
+from jaxlens.losses.mixture import mix
 from jaxlens.losses.reduction import masked_sum_and_count
 from jaxlens.losses.reduction import reduce_loss
 from jaxlens.losses.skew import skew_kl
@@ -39,9 +39,9 @@ __all__ = [
     "forward_kl",
     "get_divergence",
     "jsd",
-    "kl_mixture",
     "lens_loss",
     "masked_sum_and_count",
+    "mix",
     "reduce_loss",
     "reverse_kl",
     "skew_kl",

@@ -224,7 +224,7 @@ def adaptive_kl_head_weight(
   r"""AKL's per-token forward-KL weight w_h = g_head / (g_head + g_tail + ε) (see :func:`adaptive_kl`).
 
   The share of forward KL that :func:`adaptive_kl` gives each token (1 − w_h goes to reverse KL, up to ε);
-  its mean over a run is the weight of the matched fixed mixture :func:`kl_mixture`. No gradient (the value
+  its mean over a run is the weight of the matched fixed mixture :func:`mix`. No gradient (the value
   is stop-gradient, as inside AKL).
 
   Args:

@@ -6,7 +6,7 @@ from jaxlens.losses.adaptive_kl import adaptive_kl
 from jaxlens.losses.jsd import jsd
 from jaxlens.losses.kl import forward_kl
 from jaxlens.losses.kl import reverse_kl
-from jaxlens.losses.mix import kl_mixture
+from jaxlens.losses.mixture import mix
 from jaxlens.losses.skew import skew_kl
 from jaxlens.losses.skew import skew_reverse_kl
 from jaxlens.losses.tad import tad
@@ -16,7 +16,7 @@ DIVERGENCES: dict[str, Callable[..., object]] = {
     "adaptive_kl": adaptive_kl,
     "forward_kl": forward_kl,
     "jsd": jsd,
-    "mix": kl_mixture,
+    "mix": mix,
     "reverse_kl": reverse_kl,
     "skew_kl": skew_kl,
     "skew_reverse_kl": skew_reverse_kl,

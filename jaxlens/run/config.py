@@ -271,7 +271,9 @@ RESUME = ("auto", "never")
 class TrainConfig:
   """Everything one training run needs; stored (resolved) in every checkpoint.
 
-  The defaults are the embedded default, the ``smollm2`` preset (``configs/smollm2.yaml`` restates them).
+  The defaults are the library's: the SmolLM2 models and data with DistillLens as released (α = 1, RKL output,
+  raw-lens JSD on the uniform map). The embedded default, the ``smollm2`` preset that ``python train.py`` uses,
+  overrides the student's blocks and the objective (``configs/smollm2.yaml``).
   """
 
   # --- run ---

@@ -36,9 +36,9 @@ CASES = {
     "akl_official_mu0.8": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"mu": 0.8, "head_rule": "official"}),
     "akl_r_official": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"head_rule": "official", "swap_weights": True}),
     "akl_r_paper": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"head_rule": "paper", "swap_weights": True}),
-    "mix_0.3": (losses.kl_mixture, ref.kl_mixture_per_token, {"weight": 0.3}),
-    "mix_0": (losses.kl_mixture, ref.kl_mixture_per_token, {"weight": 0.0}),
-    "mix_1": (losses.kl_mixture, ref.kl_mixture_per_token, {"weight": 1.0}),
+    "mix_0.3": (losses.mix, ref.kl_mixture_per_token, {"weight": 0.3}),
+    "mix_0": (losses.mix, ref.kl_mixture_per_token, {"weight": 0.0}),
+    "mix_1": (losses.mix, ref.kl_mixture_per_token, {"weight": 1.0}),
     "akl_threshold": (
         functools.partial(losses.adaptive_kl, head_method="threshold"),
         ref.adaptive_kl_per_token,
@@ -185,7 +185,7 @@ def test_akl_head_weight_matches_torch_ratio(x64, head_rule):
 def test_mixture_endpoints_are_the_two_kls(x64):
   teacher, student = _logits(12)
   t, s = jnp.asarray(teacher), jnp.asarray(student)
-  np.testing.assert_allclose(losses.kl_mixture(t, s, weight=1.0), losses.forward_kl(t, s), rtol=1e-12)
-  np.testing.assert_allclose(losses.kl_mixture(t, s, weight=0.0), losses.reverse_kl(t, s), rtol=1e-12)
+  np.testing.assert_allclose(losses.mix(t, s, weight=1.0), losses.forward_kl(t, s), rtol=1e-12)
+  np.testing.assert_allclose(losses.mix(t, s, weight=0.0), losses.reverse_kl(t, s), rtol=1e-12)
   with pytest.raises(ValueError, match="weight"):
-    losses.kl_mixture(t, s, weight=1.5)
+    losses.mix(t, s, weight=1.5)

@@ -19,16 +19,22 @@ from jaxlens.train.objective import resolve_layer_pairs
 
 def test_no_arguments_is_the_embedded_smollm2_default():
   cfg = tconfig.resolve([])
-  assert cfg == tconfig.TrainConfig()  # the dataclass defaults are the smollm2 preset (what --help shows)
-  assert cfg.preset == "smollm2"
-  assert (cfg.teacher.source, cfg.student.source, cfg.student.every) == ("smollm2", "teacher_layers", 3)
-  assert (cfg.data.source, cfg.data.template, cfg.data.seq_len) == ("chatterbot", "chatml", 64)
-  # DistillLens: RKL output + 1.0 × JSD(β = 0.5) lens on 5 uniform pairs, no CE.
+  assert cfg == tconfig.resolve(["smollm2"]) and cfg.preset == "smollm2"
+  assert (cfg.teacher.source, cfg.student.source, cfg.student.blocks) == ("smollm2", "teacher_layers",
+                                                                          (0, 3, 6, 9, 12, 15, 18, 21, 24, 29))
+  assert (cfg.data.source, cfg.data.template, cfg.data.seq_len, cfg.data.split) == ("chatterbot", "chatml", 64,
+                                                                                      "prompt")
+  # A healthy DistillLens: 0.5 CE + 0.5 (AKL output + 1.0 × JSD(β = 0.5) on 5 normed lens pairs that follow the
+  # student's construction).
   loss = cfg.loss
-  assert (loss.alpha, loss.output_divergence, loss.lens_divergence, loss.lens_weight, loss.beta,
-          loss.num_lens_pairs, loss.lens_norm, loss.reference_mask_bug) == (1.0, "reverse_kl", "jsd", 1.0, 0.5, 5,
-                                                                            False, False)
-  assert resolve_layer_pairs(loss, 30, 10).teacher_layers == (5, 10, 15, 20, 25)
+  assert (loss.alpha, loss.output_divergence, loss.head_rule, loss.lens_divergence, loss.lens_weight, loss.beta,
+          loss.num_lens_pairs, loss.lens_norm, loss.layer_map) == (0.5, "adaptive_kl", "official", "jsd", 1.0, 0.5,
+                                                                   5, True, "construction")
+  assert resolve_layer_pairs(loss, 30, 10, cfg.student.blocks).teacher_layers == (4, 7, 13, 19, 22)
+  # The dataclass defaults are DistillLens as released: RKL output + raw-lens JSD on 5 uniform pairs, no CE.
+  raw = tconfig.TrainConfig().loss
+  assert (raw.alpha, raw.output_divergence, raw.lens_norm, raw.layer_map) == (1.0, "reverse_kl", False, "uniform")
+  assert resolve_layer_pairs(raw, 30, 10).teacher_layers == (5, 10, 15, 20, 25)
 
 
 @pytest.mark.parametrize("preset, teacher, student", [

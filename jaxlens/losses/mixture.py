@@ -8,7 +8,7 @@ from jaxlens.losses._vocab import kl_divergence
 from jaxlens.losses.reduction import Reduction
 
 
-def kl_mixture(
+def mix(
     teacher_logits: jnp.ndarray,
     student_logits: jnp.ndarray,
     mask: jnp.ndarray | None = None,
@@ -53,7 +53,7 @@ def kl_mixture(
   Examples:
     >>> import jax.numpy as jnp
     >>> t, s = jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 2.0, 0.5])
-    >>> print(f"{float(kl_mixture(t, s, weight=0.25)):.4f}")  # 0.25 · 0.8469 + 0.75 · 0.9417
+    >>> print(f"{float(mix(t, s, weight=0.25)):.4f}")  # 0.25 · 0.8469 + 0.75 · 0.9417
     0.9180
   """
   w = check_unit_interval("weight", weight)
