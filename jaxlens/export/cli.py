@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from jaxlens.run import config as rconfig
 from jaxlens.run.config import opt
 
-USAGE = "usage: python -m jaxlens.export RUN_DIR OUT_DIR [key=value ...]"
+COMMAND = "python -m jaxlens.export"
+USAGE = f"usage: {COMMAND} RUN_DIR OUT_DIR [key=value ...]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str, str, ExportConfig]:
   if len(folders) != 2:
     raise rconfig.ConfigError(f"expected RUN_DIR and OUT_DIR, got {folders}; {USAGE}")
   values = rconfig.parse_overrides([a for a in argv if "=" in a])
-  return folders[0], folders[1], rconfig.build_config(ExportConfig, values, where="export options").validate()
+  return folders[0], folders[1], rconfig.build_config(ExportConfig, values, where="export options", command=COMMAND)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if any(a in ("-h", "--help", "help") for a in argv):
     print(__doc__)
-    print(rconfig.help_text(ExportConfig, USAGE))
+    print(rconfig.help_text(ExportConfig, USAGE, top_group="export"))
     return 0
   from jaxlens.export.core import ExportError, export_run
   try:

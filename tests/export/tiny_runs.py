@@ -40,7 +40,35 @@ def train_tiny_run(run_dir: pathlib.Path, tokenizer: pathlib.Path, *, family: st
             "teacher.num_kv_heads": 4 if family == "gpt2" else 2, "teacher.head_dim": 8,
             "teacher.intermediate_size": 48, "student.source": "teacher_layers", "student.every": 2,
             "data.tokenizer": str(tokenizer), "data.seq_len": 48, "data.max_prompt_len": 32, "steps": steps,
-            "batch_size": 4, "log_every": 1, "eval_batches": 1, "loss.num_lens_pairs": 1, "loss.block_tokens": 64,
+            "batch_size": 8, "log_every": 1, "eval_batches": 1, "loss.num_lens_pairs": 1, "loss.block_tokens": 64,
             "optim.lr": 3e-2, "progress": False, "out_dir": str(run_dir), **overrides}
-  train(tconfig.build_config(values))
+  train(tconfig.build_config(tconfig.TrainConfig, values))
+  return run_dir
+
+
+def save_run(run_dir: pathlib.Path, teacher, student, data: dict, *, step: int = 1, family: str | None = None):
+  """A run folder with one checkpoint of ``student`` in the ``train.py`` format, written without training.
+
+  ``family`` overrides the stored student architecture name (to test refusals of unknown architectures).
+  """
+  import dataclasses
+
+  import numpy as np
+  from flax import nnx
+
+  from jaxlens.run import checkpoints
+  from jaxlens.run import config as tconfig
+
+  cfg = tconfig.build_config(tconfig.TrainConfig, {"out_dir": str(run_dir), **{f"data.{k}": v for k, v in data.items()}})
+  student_model = dataclasses.asdict(student.config)
+  if family is not None:
+    student_model["family"] = family
+  manager = checkpoints.open_manager(str(run_dir))
+  checkpoints.save(manager, step, params={"student": nnx.to_pure_dict(nnx.state(student, nnx.Param))},
+                   opt_state={"count": np.zeros((), np.int32)}, train={"step": np.int32(step)}, data={},
+                   config=tconfig.to_dict(cfg),
+                   run={"teacher_model": dataclasses.asdict(teacher.config), "student_model": student_model,
+                        "layer_pairs": [[teacher.config.num_layers, student.config.num_layers]]})
+  manager.wait_until_finished()
+  manager.close()
   return run_dir
