@@ -231,10 +231,11 @@ class Evaluator:
 
 
 def _run(cmd: list[str], log_path: str) -> float:
+  """Run ``cmd`` (a ``train.py`` line) with the JAX persistent compilation cache of this process's environment."""
   t0 = time.time()
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "w") as log:
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
   if proc.returncode != 0:
     with open(log_path) as log:
       tail = log.read()[-3000:]
@@ -249,6 +250,14 @@ class Sweep:
     self.spec, self.methods, self.arms, self.seeds, self.work = spec, methods, arms, seeds, work
     self.heal_dir = os.path.join(work, "heal")
     self._evaluator = None
+
+  def use_compilation_cache(self) -> None:
+    """Share compiled programs between units (another seed of an arm compiles nothing): JAX's persistent
+    compilation cache in ``JAX_COMPILATION_CACHE_DIR``, by default ``<work>/jax_cache``, for this process and the
+    ``train.py`` runs it starts."""
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(self.work, "jax_cache"))
+    import jax
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
   @property
   def evaluator(self) -> Evaluator:
@@ -584,6 +593,7 @@ def main(argv=None) -> int:
         print(" ".join(sweep.unit_command(arm, seed, weight=lambda ref, s: f"<head weight of {unit_name(ref, s)}>")))
     return 0
   if args.budget_minutes is not None:
+    sweep.use_compilation_cache()
     ran = sweep.run(args.budget_minutes)
     print(f"[sweep] {ran} unit(s) run this call")
   if args.report or args.budget_minutes is None:
