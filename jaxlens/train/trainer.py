@@ -58,6 +58,7 @@ class RunResult:
   last_loss: float | None
   eval_losses: dict[int, float]
   checkpoint: str | None
+  eval_ce: dict[int, float] = dataclasses.field(default_factory=dict)  # held-out CE (only when alpha < 1)
 
 
 @dataclasses.dataclass
@@ -285,9 +286,13 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
       sums = got if sums is None else jax.tree.map(jnp.add, sums, got)
     record = logger.log(step, {k: float(v) for k, v in metric_dict(normalise(sums)).items()}, prefix="eval/")
     eval_losses[step] = record["eval/loss/total"]
-    logger.write(f"step {step}: held-out loss {eval_losses[step]:.4f}")
+    ce = f", CE {record['eval/loss/ce']:.4f}" if objective.uses_ce else ""
+    if objective.uses_ce:
+      eval_ce[step] = record["eval/loss/ce"]
+    logger.write(f"step {step}: held-out loss {eval_losses[step]:.4f}{ce}")
 
   eval_losses: dict[int, float] = {}
+  eval_ce: dict[int, float] = {}
   first_loss = last_loss = None
   interrupted = False
   if start == 0 and held_out:
@@ -327,7 +332,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   manager.close()
   logger.close()
   return RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses,
-                   None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)))
+                   None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)), eval_ce)
 
 
 def save(setup: Setup, manager, state: dict, step: int, force: bool = False) -> None:
