@@ -208,22 +208,30 @@ class Evaluator:
     self.config = AlignmentConfig(block_tokens=ev["block_tokens"])
     self._edges = None
 
+  def entropy_edges(self) -> list[float]:
+    """``<results>/entropy_edges.json`` (computed once per scale, committed): the teacher-entropy tercile edges."""
+    from jaxlens.eval import units
+    path = os.path.join(ROOT, self.spec["results"], "entropy_edges.json")
+    if not os.path.exists(path):
+      edges = units.teacher_entropy_edges(self.teacher, self.batches, self.spec["eval"]["block_tokens"])
+      write_json_atomic(path, {"entropy_edges": list(edges)})
+    return load_yaml(path)["entropy_edges"]
+
   def teacher_lens(self) -> dict:
-    """``<results>/teacher_lens.json`` (computed once per scale and committed): lens profile and tercile edges."""
+    """``<results>/teacher_lens.json`` (computed once per scale, committed): the teacher's lens CE and entropy at
+    every hidden state, raw and normed, on the first ``eval.profile_tokens`` (default 256) held-out tokens."""
     from jaxlens.eval import units
     path = os.path.join(ROOT, self.spec["results"], "teacher_lens.json")
-    if os.path.exists(path):
-      return load_yaml(path)
-    t0 = time.time()
-    profile = units.teacher_lens_profile(self.teacher, self.batches, block_tokens=self.spec["eval"]["block_tokens"])
-    edges = units.teacher_entropy_edges(self.teacher, self.batches, self.spec["eval"]["block_tokens"])
-    payload = {"profile": profile, "entropy_edges": list(edges), "seconds": time.time() - t0}
-    write_json_atomic(path, payload)
-    return payload
+    if not os.path.exists(path):
+      t0 = time.time()
+      tokens = int(self.spec["eval"].get("profile_tokens", 256))
+      profile = units.teacher_lens_profile(self.teacher, self.batches[:1], block_tokens=tokens, max_blocks=1)
+      write_json_atomic(path, {"profile": profile, "seconds": time.time() - t0})
+    return load_yaml(path)
 
   def score(self, student) -> dict:
     from jaxlens.eval import units
-    edges = self.teacher_lens()["entropy_edges"]
+    edges = self.entropy_edges()
     return {"layer_pairs": [list(p) for p in self.layer_pairs], "entropy_edges": edges,
             "scores": units.score_student(self.teacher, student, self.batches, layer_pairs=self.layer_pairs,
                                           lens_norm=self.spec["eval"].get("lens_norm", True), edges=tuple(edges),
@@ -539,6 +547,8 @@ def markdown(report: dict) -> str:
 
 
 def write_report(sweep: Sweep, num_bootstrap: int) -> dict:
+  if any(sweep.present(a, s) for a, s in sweep.planned()):
+    sweep.evaluator.teacher_lens()  # once per scale: the teacher's own lens profile
   report = aggregate(sweep, num_bootstrap)
   folder = os.path.join(ROOT, sweep.spec["results"])
   write_json_atomic(os.path.join(folder, "report.json"), report)

@@ -104,22 +104,32 @@ def score_student(teacher, student, batches: Sequence[Mapping[str, np.ndarray]],
           for key, acc in accs.items()}
 
 
-def teacher_lens_profile(teacher, batches: Sequence[Mapping[str, np.ndarray]], *,
-                         block_tokens: int = 256) -> dict[str, list[float]]:
+def teacher_lens_profile(teacher, batches: Sequence[Mapping[str, np.ndarray]], *, block_tokens: int = 256,
+                         max_blocks: int | None = None) -> dict[str, list[float]]:
   """Token means of the teacher's own lens CE −log p_k(y) and entropy H(p_k) at every hidden state k.
 
   p_k = softmax(h_k W_U) (``raw``) or softmax(norm(h_k) W_U) (``normed``); k = 0 (embeddings) … L (the output,
   where both equal the model's own distribution).
+
+  Args:
+    teacher: the model.
+    batches: held-out data ``Batch`` dicts.
+    block_tokens: tokens per projected block.
+    max_blocks: stop after this many blocks (``None``: every scored token), e.g. to bound the cost: each block
+      projects 2·(L + 1) hidden states onto the vocabulary.
 
   Returns:
     ``{"layers": [0 … L], "ce_raw", "entropy_raw", "ce_normed", "entropy_normed": [L + 1], "tokens": N}``.
   """
   depth = teacher.config.num_layers + 1
   totals = {key: np.zeros(depth) for key in ("ce_raw", "entropy_raw", "ce_normed", "entropy_normed")}
-  count = 0.0
+  count, blocks = 0.0, 0
   for batch in batches:
     hidden = hidden_states(teacher, batch)
     for block in token_blocks(batch["labels"], batch["loss_mask"], block_tokens):
+      if max_blocks is not None and blocks >= max_blocks:
+        break
+      blocks += 1
       rows, labels = jnp.asarray(block.rows), jnp.asarray(block.labels)
       count += float(block.weights.sum())
       for k in range(depth):

@@ -98,7 +98,7 @@ def test_tiny_sweep_end_to_end_redoes_a_killed_unit(tmp_path, monkeypatch):
       k.startswith("lens/") for k in first["scores"])
   assert not (work / "units" / "fkl" / "seed0" / "checkpoints").exists()  # the file is the result
   heal = json.loads((results / "heal.json").read_text())
-  assert "sft" in heal["command"] and (results / "teacher_lens.json").exists()
+  assert "sft" in heal["command"] and (results / "entropy_edges.json").exists()
 
   # A unit killed mid-write leaves a truncated file and a half-written run folder: it is redone, not counted.
   (units / "fkl-seed0.json").write_text('{"schema": 1, "arm": "fkl", "seed": 0, "scores": {"out')
@@ -114,4 +114,5 @@ def test_tiny_sweep_end_to_end_redoes_a_killed_unit(tmp_path, monkeypatch):
   ce = report["output"]["fkl"]["student_ce"]
   assert ce["seeds"] == 1 and ce["ci_low"] <= ce["mean"] <= ce["ci_high"]
   md = (results / "report.md").read_text()
+  assert (results / "teacher_lens.json").exists()  # written with the first report
   assert "Units missing (1): fkl-seed1" in md and "| fkl | 1 |" in md and "The teacher's own logit lens" in md
