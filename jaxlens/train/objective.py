@@ -127,9 +127,12 @@ class Objective:
   def head_weight_sums(self, teacher_logits, student_logits, mask) -> dict[str, jax.Array]:
     """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) at the output, as masked sums
     (:func:`head_weight_histogram`); logged only, no gradient. ``[N, V]`` logits, ``[N]`` mask."""
+    # The sort-free head search (equal to the sorted one up to exact probability ties): no second vocabulary
+    # sort per step for a logged quantity.
     weight = losses.adaptive_kl_head_weight(jax.lax.stop_gradient(teacher_logits),
                                             jax.lax.stop_gradient(student_logits), mu=self.cfg.mu,
-                                            head_rule=self.cfg.head_rule, temperature=self.cfg.temperature)
+                                            head_rule=self.cfg.head_rule, head_method="threshold",
+                                            temperature=self.cfg.temperature)
     return head_weight_histogram(weight, mask)
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
