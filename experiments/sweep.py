@@ -378,7 +378,7 @@ class Sweep:
         os.remove(path)
       left = 60 * budget_minutes - (time.time() - t0)
       need = self.estimate_seconds() if seed is not None else 60.0
-      if seed is not None and not os.path.isdir(self.heal_dir):
+      if arm != "init" and not os.path.isdir(self.heal_dir):
         need += 60.0 * self.spec["heal_minutes"]
       if need > left:
         print(f"[sweep] stopping before {unit_name(arm, seed)}: it needs ~{need / 60:.1f} min, "
