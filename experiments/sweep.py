@@ -175,7 +175,8 @@ def training_log_summary(run_dir: str) -> dict:
   hist_keys = sorted((k for k in (train[0] if train else {}) if k.startswith("akl/head_weight_hist_")),
                      key=lambda k: int(k.rsplit("_", 1)[1]))
   out = {"seconds": max((r["time"] for r in records), default=None),
-         "first_loss": train[0]["loss/total"] if train else None, "last_loss": train[-1]["loss/total"] if train else None,
+         "first_loss": train[0]["loss/total"] if train else None,
+         "last_loss": train[-1]["loss/total"] if train else None,
          "logged_steps": [r["step"] for r in train]}
   if weights:
     out["akl_head_weight"] = statistics.fmean(weights)

@@ -47,7 +47,8 @@ def _ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
 
 
-def teacher_entropy_edges(teacher, batches: Sequence[Mapping[str, np.ndarray]], block_tokens: int) -> tuple[float, float]:
+def teacher_entropy_edges(teacher, batches: Sequence[Mapping[str, np.ndarray]],
+                          block_tokens: int) -> tuple[float, float]:
   """The teacher-entropy tercile edges over every scored token of ``batches`` (output distribution)."""
   values, weights = [], []
   for batch in batches:
