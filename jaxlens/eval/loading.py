@@ -152,7 +152,7 @@ def load_setup(cfg) -> EvalSetup:
       pairs = infos[name].run["layer_pairs"]
     layer_pairs[name] = [tuple(map(int, pair)) for pair in pairs]
   data_cfg = reference.config["data"]
-  tokenizer = models.load_tokenizer(None if data_cfg["tokenizer"] == "smollm2" else data_cfg["tokenizer"])
+  tokenizer = model_sources.load_run_tokenizer(data_cfg)
   examples = held_out_examples(data_cfg)
   batches = held_out_batches(examples, tokenizer, data_cfg, batch_size=cfg.batch_size, num_batches=cfg.eval_batches)
   prompts = generation_set(examples, tokenizer, data_cfg, num_prompts=cfg.gen_examples)

@@ -120,7 +120,7 @@ def build_data(cfg: tconfig.TrainConfig, vocab_size: int) -> tuple[jdata.BatchIt
     ValueError: if the tokenizer's ids exceed the models' vocabulary, or there are fewer training examples
       than one global batch.
   """
-  tokenizer = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer)
+  tokenizer = model_sources.load_run_tokenizer(dataclasses.asdict(cfg.data))
   if tokenizer.vocab_size > vocab_size:
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the models' vocabulary is {vocab_size}")
   examples = jdata.load_instruction_data(cfg.data.source)
