@@ -15,7 +15,7 @@ from flax import nnx
 from jaxlens import data, models
 from jaxlens.export import cli, core
 from jaxlens.run import model_sources
-from tiny_runs import VOCAB, save_run, train_tiny_run, write_tokenizer_folder
+from tiny_runs import gpt2_models, save_run, train_tiny_run, write_tokenizer_folder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -35,21 +35,10 @@ def llama_run(tmp_path_factory, tokenizer_dir):
   return train_tiny_run(tmp_path_factory.mktemp("llama") / "run", tokenizer_dir, steps=1)
 
 
-def _gpt2_models(seed: int = 0):
-  spec = {"source": "random", "family": "gpt2", "vocab_size": VOCAB, "hidden_size": 32, "num_layers": 4,
-          "num_heads": 4, "num_kv_heads": 4, "head_dim": 8, "intermediate_size": 48, "seed": seed}
-  teacher = model_sources.load_teacher(spec)
-  student = model_sources.make_student({"source": "teacher_layers", "every": 2}, teacher)
-  rng = np.random.default_rng(seed)  # O(1) weights, so the logits are far from uniform
-  state = nnx.state(student, nnx.Param)
-  nnx.update(student, jax.tree.map(lambda x: x + jnp.asarray(rng.normal(0, 0.3, x.shape), x.dtype), state))
-  return teacher, student
-
-
 @pytest.fixture(scope="module")
 def gpt2_run(tmp_path_factory, tokenizer_dir):
   """A layer-dropped GPT-2 student (blocks 0 and 2 of 4) saved in the train.py checkpoint format."""
-  teacher, student = _gpt2_models()
+  teacher, student = gpt2_models()
   return save_run(tmp_path_factory.mktemp("gpt2") / "run", teacher, student,
                   {"tokenizer": str(tokenizer_dir), "template": "alpaca"})
 
@@ -163,7 +152,7 @@ def test_refusals_print_one_error_line_and_write_nothing(case, match, gpt2_run, 
   elif case == "gpt2 as gguf":
     extra = ["format=gguf"]
   elif case == "unknown architecture":
-    teacher, student = _gpt2_models()
+    teacher, student = gpt2_models()
     run = save_run(tmp_path / "mamba_run", teacher, student, {"tokenizer": str(tokenizer_dir)}, family="mamba")
   elif case == "bad dtype":
     extra = ["dtype=int8"]
