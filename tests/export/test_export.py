@@ -14,6 +14,7 @@ from flax import nnx
 
 from jaxlens import data, models
 from jaxlens.export import cli, core
+from jaxlens.models.gguf import read_gguf_tokenizer
 from jaxlens.run import model_sources
 from tiny_runs import gpt2_models, save_run, train_tiny_run, write_tokenizer_folder
 
@@ -117,6 +118,7 @@ def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path,
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model.gguf")
   np.testing.assert_allclose(_torch_logits(hf), _logits(back), atol=1e-4, rtol=0)
   run_tokenizer = model_sources.load_run_tokenizer(info.config["data"])
+  assert len(read_gguf_tokenizer(out / "model.gguf")["tokens"]) == back.config.vocab_size  # padded
   assert models.load_tokenizer(out / "model.gguf").encode(TEXT) == run_tokenizer.encode(TEXT)
   gguf_tok = transformers.AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
   assert gguf_tok(TEXT, add_special_tokens=False)["input_ids"] == run_tokenizer.encode(TEXT)
