@@ -14,8 +14,10 @@ from flax import nnx
 
 from jaxlens import data, models
 from jaxlens.export import cli, core
+from jaxlens.export.hf import NUMPY_DTYPES
+from jaxlens.models.gguf import read_gguf_tokenizer
 from jaxlens.run import model_sources
-from tiny_runs import VOCAB, save_run, train_tiny_run, write_tokenizer_folder
+from tiny_runs import gpt2_models, save_run, train_tiny_run, write_tokenizer_folder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -35,21 +37,10 @@ def llama_run(tmp_path_factory, tokenizer_dir):
   return train_tiny_run(tmp_path_factory.mktemp("llama") / "run", tokenizer_dir, steps=1)
 
 
-def _gpt2_models(seed: int = 0):
-  spec = {"source": "random", "family": "gpt2", "vocab_size": VOCAB, "hidden_size": 32, "num_layers": 4,
-          "num_heads": 4, "num_kv_heads": 4, "head_dim": 8, "intermediate_size": 48, "seed": seed}
-  teacher = model_sources.load_teacher(spec)
-  student = model_sources.make_student({"source": "teacher_layers", "every": 2}, teacher)
-  rng = np.random.default_rng(seed)  # O(1) weights, so the logits are far from uniform
-  state = nnx.state(student, nnx.Param)
-  nnx.update(student, jax.tree.map(lambda x: x + jnp.asarray(rng.normal(0, 0.3, x.shape), x.dtype), state))
-  return teacher, student
-
-
 @pytest.fixture(scope="module")
 def gpt2_run(tmp_path_factory, tokenizer_dir):
   """A layer-dropped GPT-2 student (blocks 0 and 2 of 4) saved in the train.py checkpoint format."""
-  teacher, student = _gpt2_models()
+  teacher, student = gpt2_models()
   return save_run(tmp_path_factory.mktemp("gpt2") / "run", teacher, student,
                   {"tokenizer": str(tokenizer_dir), "template": "alpaca"})
 
@@ -113,7 +104,7 @@ def test_bfloat16_export_stores_the_rounded_weights(gpt2_run, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path, dtype):
   out = tmp_path / "gguf"
   assert cli.main([str(llama_run), str(out), "format=gguf", f"dtype={dtype}"]) == 0
@@ -123,11 +114,12 @@ def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path,
   assert back.config.num_layers == 2
   for a, b in zip(_params(back), _params(student), strict=True):
     b = np.asarray(b)
-    expected = b if dtype == "float32" or b.ndim == 1 else b.astype(ml_dtypes.bfloat16).astype(np.float32)
+    expected = b if b.ndim == 1 else b.astype(NUMPY_DTYPES[dtype]).astype(np.float32)  # norms stay F32
     np.testing.assert_array_equal(np.asarray(a), expected)
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model.gguf")
   np.testing.assert_allclose(_torch_logits(hf), _logits(back), atol=1e-4, rtol=0)
   run_tokenizer = model_sources.load_run_tokenizer(info.config["data"])
+  assert len(read_gguf_tokenizer(out / "model.gguf")["tokens"]) == back.config.vocab_size  # padded
   assert models.load_tokenizer(out / "model.gguf").encode(TEXT) == run_tokenizer.encode(TEXT)
   gguf_tok = transformers.AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
   assert gguf_tok(TEXT, add_special_tokens=False)["input_ids"] == run_tokenizer.encode(TEXT)
@@ -163,7 +155,7 @@ def test_refusals_print_one_error_line_and_write_nothing(case, match, gpt2_run, 
   elif case == "gpt2 as gguf":
     extra = ["format=gguf"]
   elif case == "unknown architecture":
-    teacher, student = _gpt2_models()
+    teacher, student = gpt2_models()
     run = save_run(tmp_path / "mamba_run", teacher, student, {"tokenizer": str(tokenizer_dir)}, family="mamba")
   elif case == "bad dtype":
     extra = ["dtype=int8"]

@@ -72,3 +72,23 @@ def save_run(run_dir: pathlib.Path, teacher, student, data: dict, *, step: int =
   manager.wait_until_finished()
   manager.close()
   return run_dir
+
+
+def gpt2_models(seed: int = 0):
+  """A random 4-block GPT-2 teacher and its layer-dropped student (blocks 0, 2) with O(1) weights (noise 0.3 added),
+  so that logits are far from uniform and comparisons mean something."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from jaxlens.run import model_sources
+
+  spec = {"source": "random", "family": "gpt2", "vocab_size": VOCAB, "hidden_size": 32, "num_layers": 4,
+          "num_heads": 4, "num_kv_heads": 4, "head_dim": 8, "intermediate_size": 48, "seed": seed}
+  teacher = model_sources.load_teacher(spec)
+  student = model_sources.make_student({"source": "teacher_layers", "every": 2}, teacher)
+  rng = np.random.default_rng(seed)
+  state = nnx.state(student, nnx.Param)
+  nnx.update(student, jax.tree.map(lambda x: x + jnp.asarray(rng.normal(0, 0.3, x.shape), x.dtype), state))
+  return teacher, student
