@@ -82,6 +82,7 @@ def head_mask(
     ([False, True, False], [True, True, False])
   """
   check_head_args(mu, head_rule, method, vocab_axis_name)
+  p = jnp.asarray(p)
   official = head_rule == "official"
   if method == "sort":
     order = jnp.argsort(-p, axis=-1, stable=True)
