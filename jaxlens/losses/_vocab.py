@@ -78,12 +78,11 @@ def kl_divergence(log_a: jnp.ndarray, log_b: jnp.ndarray, axis_name: str | None)
   """KL(a ‖ b) = Σ_v a_v (log a_v − log b_v) from log-probabilities, with 0·log 0 = 0: ``[..., V] -> [...]``.
 
   Only exact ``-inf`` entries of ``log_a`` are dropped; a NaN anywhere in ``log_a`` or ``log_b`` gives NaN.
-  ``exp(log_a)`` is the plain exponential, so XLA shares it with every other use of ``exp(log_a)``.
   """
   support = log_a != -jnp.inf
   safe_log_a = jnp.where(support, log_a, 0.0)
   safe_log_b = jnp.where(support, log_b, 0.0)
-  terms = jnp.where(support, jnp.exp(log_a) * (safe_log_a - safe_log_b), 0.0)
+  terms = jnp.where(support, jnp.exp(safe_log_a) * (safe_log_a - safe_log_b), 0.0)
   return vocab_sum(terms, axis_name)
 
 

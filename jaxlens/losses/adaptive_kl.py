@@ -59,11 +59,16 @@ def adaptive_kl(
   are not replaced by 0 before computing the weights: padded vocabulary entries stay exact zeros. Temperature:
   the official AKL has none (τ = 1); τ² is applied when ``scale_by_temperature_squared``.
 
-  ``head_method``: ``"sort"`` sorts p (O(V log V), exact parity with the official code, including torch's
-  choice of one token among tied top-1 tokens); ``"threshold"`` is sort-free, an exact bisection for the
-  threshold t* with head = {j: p_j ≥ t*} (~31 masked sums over V), which agrees with ``"sort"`` except on exact
-  probability ties; it is the only method under vocabulary sharding. ``None`` picks ``"sort"`` unsharded and
-  ``"threshold"`` with ``vocab_axis_name``.
+  ``head_method`` (both give the stable-sort head set, ties in vocabulary order, of
+  :func:`jaxlens.losses.head_set.head_mask`): ``"sort"`` sorts p (O(V log V), the official code's algorithm);
+  ``"threshold"`` is sort-free — the head read off the top-128 tokens when they hold enough mass, else an exact
+  bisection over float bit patterns (~31 masked sums over V) — and is the only method under vocabulary sharding.
+  ``None`` picks ``"sort"`` unsharded and ``"threshold"`` with ``vocab_axis_name``. The per-token weights are
+  available for logging from :func:`adaptive_kl_weights`.
+
+  NaN: a NaN/``+inf`` logit or an all-``-inf`` row of an unmasked token gives NaN. With ``eps=0`` and p = q
+  exactly the value is NaN too (the official 0/0), but the gradient stays finite, so a masked token (whose logits
+  are replaced by zeros: p = q uniform) still contributes exactly nothing.
 
   Args:
     teacher_logits: ``[..., V]`` teacher logits (any float dtype); no gradient flows into them.

@@ -33,7 +33,8 @@ def jsd(
   This is TRL's ``generalized_jsd_loss`` / the GKD paper's convention (β weighs the *teacher* in the mixture).
   β = ½ is the symmetric JSD, bounded by ln 2. ``log m`` is exact (no eps) by default; ``mixture_eps=1e-8``
   reproduces DistillLens's ``log(m + 1e-8)``. Gradient flows through q and through q inside m; it is stopped into
-  ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``.
+  ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``. The per-token value is clamped at 0
+  (float rounding leaves ~−1e-8 for nearly equal p and q) in value only: the gradient is the formula's.
 
   Endpoints: JSD_β → 0 continuously as β → 0 or β → 1 (m becomes q or p), and JSD_β/β → KL(p‖q) as β → 0.
   TRL instead *switches* to KL(p‖q) at β = 0 and KL(q‖p) at β = 1, a discontinuity; to get TRL's endpoint

@@ -27,7 +27,9 @@ def tvd(
 
     \mathrm{TVD}(p, q) = \tfrac12 \sum_v \lvert p_v - q_v \rvert
 
-  Gradient is stopped into ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``.
+  Gradient is stopped into ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``. The per-token
+  value is clamped to [0, 1] (float rounding reaches 1 + 2e-7 for disjoint supports) in value only: the gradient is
+  the formula's.
 
   Args:
     teacher_logits: ``[..., V]`` teacher logits (any float dtype); no gradient flows into them.
