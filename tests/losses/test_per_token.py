@@ -29,8 +29,11 @@ def _stable_sort_head(p_row, mu, rule):
   return head
 
 
-def _tied_probabilities(dtype, vocab=240):
-  """Flat rows (bisection path) and peaked rows (top-k path), on a coarse logit grid: many exact ties."""
+def _tied_probabilities(dtype, vocab=244):
+  """Flat rows (bisection path) and peaked rows (top-k path), on a coarse logit grid: many exact ties.
+
+  The last row is uniform; μ·V is kept off integers so its head does not hinge on the rounding of k/V vs μ.
+  """
   rng = np.random.default_rng(7)
   z = np.concatenate([np.round(4.0 * rng.standard_normal((6, vocab))),
                       0.25 * np.round(2.0 * rng.standard_normal((6, vocab))),
@@ -39,7 +42,7 @@ def _tied_probabilities(dtype, vocab=240):
 
 
 @pytest.mark.parametrize("rule", ["official", "paper"])
-@pytest.mark.parametrize("mu", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("mu", [0.0, 0.45, 0.9])
 def test_head_methods_equal_the_stable_sort_on_ties(rule, mu):
   p = _tied_probabilities(jnp.float32)
   want = np.stack([_stable_sort_head(row.astype(np.float64), mu, rule) for row in p])
@@ -50,8 +53,8 @@ def test_head_methods_equal_the_stable_sort_on_ties(rule, mu):
 def test_head_mask_float64(x64):
   p = _tied_probabilities(jnp.float64)
   for rule in ("official", "paper"):
-    want = np.stack([_stable_sort_head(row, 0.5, rule) for row in p])
-    np.testing.assert_array_equal(losses.head_mask(jnp.asarray(p), 0.5, rule), want)
+    want = np.stack([_stable_sort_head(row, 0.45, rule) for row in p])
+    np.testing.assert_array_equal(losses.head_mask(jnp.asarray(p), 0.45, rule), want)
 
 
 @pytest.mark.parametrize("rule", ["official", "paper"])
@@ -60,9 +63,9 @@ def test_sharded_head_mask_counts_ties_across_shards(rule):
     pytest.skip("needs 4 devices (tests/conftest.py sets 8 CPU devices)")
   p = _tied_probabilities(jnp.float32)
   mesh = Mesh(np.array(jax.devices()[:4]), ("vocab",))
-  sharded = jax.jit(jax.shard_map(functools.partial(losses.head_mask, mu=0.5, head_rule=rule, vocab_axis_name="vocab"),
+  sharded = jax.jit(jax.shard_map(functools.partial(losses.head_mask, mu=0.45, head_rule=rule, vocab_axis_name="vocab"),
                                   mesh=mesh, in_specs=P(None, "vocab"), out_specs=P(None, "vocab")))
-  want = np.stack([_stable_sort_head(row.astype(np.float64), 0.5, rule) for row in p])
+  want = np.stack([_stable_sort_head(row.astype(np.float64), 0.45, rule) for row in p])
   np.testing.assert_array_equal(sharded(jnp.asarray(p)), want)
 
 
@@ -76,9 +79,8 @@ def test_akl_weights_are_the_ones_the_loss_uses():
   akl = losses.adaptive_kl(teacher, student, mask, mu=0.6, head_rule="paper", temperature=1.5, reduction="none")
   np.testing.assert_allclose(akl, weights.w_head * fkl + weights.w_tail * rkl, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose((weights.w_head + weights.w_tail)[mask], 1.0, rtol=1e-6)
-  np.testing.assert_allclose((weights.g_head + weights.g_tail)[mask],
-                             2 * np.asarray(losses.tvd(teacher, student, mask, temperature=1.5, reduction="none"))[mask],
-                             rtol=1e-5)
+  tv = np.asarray(losses.tvd(teacher, student, mask, temperature=1.5, reduction="none"))
+  np.testing.assert_allclose((weights.g_head + weights.g_tail)[mask], 2 * tv[mask], rtol=1e-5)
   for field in weights:
     np.testing.assert_array_equal(np.asarray(field)[~mask], 0.0)
   # The per-token function on log-probabilities gives the same weights.
