@@ -17,6 +17,11 @@ inside the forward sweep (Liger's way): per tile, ``jax.vjp`` of the per-token d
 scales these by the incoming cotangent. Recomputing the tiles in the backward instead (tokamax's way) was measured
 slower (``bench/RESULTS.md``) and is not kept.
 
+Masked tokens are selected away before any arithmetic: both implementations zero their hidden-state rows before
+the projections (in the tiled kernel inside the sweep that also forms the gradients, so inside the custom VJP), and
+the divergence zeroes their logits rows before its log-softmax. A NaN or inf in a masked token's hidden state
+therefore reaches no value, no dX and no dW = Xᵀ G; at an unmasked token it makes the loss NaN.
+
 The vocabulary is padded with zero columns to a multiple of ``TileConfig.vocab_multiple`` so the matmuls stay on
 the fast path; the padded logits are set to −inf before the divergence, so they are excluded exactly from every
 softmax and sum (and get exactly zero gradient).
