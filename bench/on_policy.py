@@ -9,7 +9,7 @@ depends on λ > 0.
 
 CPU (2 shared cores)::
 
-  python bench/on_policy.py smollm2 --reps 5 --out bench/out/on_policy_cpu
+  nice -n 10 python bench/on_policy.py smollm2 --reps 5 --out bench/out/on_policy_cpu
 
 GPU (bf16 compute; sampling in bf16 by ``data.sampling_dtype=auto``)::
 
