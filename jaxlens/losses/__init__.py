@@ -13,6 +13,7 @@ only ``-inf``) at an unmasked token makes a loss NaN; masked tokens contribute e
 from jaxlens.losses import head_set
 from jaxlens.losses import per_token
 from jaxlens.losses.adaptive_kl import adaptive_kl
+from jaxlens.losses.adaptive_kl import adaptive_kl_head_weight
 from jaxlens.losses.adaptive_kl import adaptive_kl_weights
 from jaxlens.losses.cross_entropy import cross_entropy
 from jaxlens.losses.divergences import DIVERGENCES
@@ -24,9 +25,11 @@ from jaxlens.losses.jsd import jsd
 from jaxlens.losses.kl import forward_kl
 from jaxlens.losses.kl import reverse_kl
 from jaxlens.losses.layer_map import LayerMap
+from jaxlens.losses.layer_map import construction_layer_map
 from jaxlens.losses.layer_map import uniform_layer_map
 from jaxlens.losses.lens import TileConfig
 from jaxlens.losses.lens import lens_loss
+from jaxlens.losses.mixture import mix
 from jaxlens.losses.per_token import AKLWeights
 from jaxlens.losses.reduction import masked_sum_and_count
 from jaxlens.losses.reduction import reduce_loss
@@ -43,8 +46,10 @@ __all__ = [
     "LayerMap",
     "TileConfig",
     "adaptive_kl",
+    "adaptive_kl_head_weight",
     "adaptive_kl_weights",
     "check_finite",
+    "construction_layer_map",
     "cross_entropy",
     "forward_kl",
     "get_divergence",
@@ -53,6 +58,7 @@ __all__ = [
     "jsd",
     "lens_loss",
     "masked_sum_and_count",
+    "mix",
     "per_token",
     "reduce_loss",
     "reverse_kl",

@@ -27,6 +27,7 @@ def adaptive_kl(
     reduction: Reduction = "mean",
     scale_by_temperature_squared: bool = False,
     vocab_axis_name: str | None = None,
+    swap_weights: bool = False,
 ) -> jnp.ndarray:
   r"""Adaptive KL (AKL): FKL and RKL mixed per token by how badly the student fits the teacher's head and tail.
 
@@ -48,6 +49,9 @@ def adaptive_kl(
     top-1 token always. For sorted p = (0.4, 0.3, 0.3) and μ = 0.5 the head is {(1)}, mass 0.4.
   * ``head_rule="paper"``: the smallest prefix with C_k ≥ μ (the token crossing μ is head). Same example: head
     {(1), (2)}, mass 0.7.
+
+  ``swap_weights=True`` is the AKL paper's "AKL-r" ablation: the weights trade places,
+  w_t·KL(p‖q) + w_h·KL(q‖p) (the tail gap weighs forward KL, the head gap reverse KL).
 
   Limits: μ ≥ 1 puts every token in the head (AKL = FKL up to ε; at μ = 1 exactly, rounding of the total mass may
   leave the last token out — use μ > 1 to be safe); ``head_rule="paper"`` with μ = 0 gives an empty head
@@ -82,6 +86,7 @@ def adaptive_kl(
     reduction: ``"mean"`` (Σ m·d / max(Σ m, 1)), ``"sum"`` or ``"none"``.
     scale_by_temperature_squared: multiply by τ².
     vocab_axis_name: mesh axis sharding ``V`` inside ``jax.shard_map``, or ``None``.
+    swap_weights: AKL-r, the swapped-weight ablation (see above).
 
   Returns:
     A float32 (float64 for float64 inputs) scalar, or ``[...]`` for ``reduction="none"``.
@@ -103,7 +108,7 @@ def adaptive_kl(
   check_head_args(mu, head_rule, per_token.resolve_head_method(head_method, vocab_axis_name), vocab_axis_name)
   return teacher_student_divergence(
       functools.partial(per_token.adaptive_kl, mu=mu, head_rule=head_rule, head_method=head_method, eps=eps,
-                        vocab_axis_name=vocab_axis_name),
+                        vocab_axis_name=vocab_axis_name, swap_weights=swap_weights),
       teacher_logits,
       student_logits,
       mask,
@@ -161,3 +166,40 @@ def adaptive_kl_weights(
     return weights
   valid = jnp.asarray(mask) != 0
   return AKLWeights(*(jnp.where(valid, field, 0.0) for field in weights))
+
+
+def adaptive_kl_head_weight(
+    teacher_logits: jnp.ndarray,
+    student_logits: jnp.ndarray,
+    *,
+    mu: float = 0.5,
+    head_rule: HeadRule = "official",
+    head_method: HeadMethod | None = None,
+    eps: float = 1e-12,
+    temperature: float = 1.0,
+    vocab_axis_name: str | None = None,
+) -> jnp.ndarray:
+  r"""AKL's per-token forward-KL weight w_h = g_head / (g_head + g_tail + ε): ``adaptive_kl_weights(...).w_head``.
+
+  The share of forward KL that :func:`adaptive_kl` gives each token (1 − w_h goes to reverse KL, up to ε);
+  its mean over a run is the weight of the matched fixed mixture :func:`~jaxlens.losses.mix`. No gradient (the
+  value is stop-gradient, as inside AKL). For the gaps too, or with a mask, use :func:`adaptive_kl_weights`.
+
+  Args:
+    teacher_logits: ``[..., V]`` teacher logits.
+    student_logits: ``[..., V]`` student logits, same shape.
+    mu, head_rule, head_method, eps, temperature, vocab_axis_name: as in :func:`adaptive_kl`.
+
+  Returns:
+    float32 (float64 for float64 inputs) ``[...]`` in [0, 1].
+
+  Raises:
+    TypeError, ValueError: as :func:`adaptive_kl`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> print(f"{float(adaptive_kl_head_weight(jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 2.0, 0.5]))):.4f}")
+    0.5000
+  """
+  return adaptive_kl_weights(teacher_logits, student_logits, mu=mu, head_rule=head_rule, head_method=head_method,
+                             eps=eps, temperature=temperature, vocab_axis_name=vocab_axis_name).w_head

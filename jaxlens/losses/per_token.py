@@ -24,7 +24,8 @@ outside the true range and leaves NaN as NaN.
 
    g_\text{head} = \sum_{v \in H} |p_v - q_v|, \quad g_\text{tail} = \sum_{v \notin H} |p_v - q_v|, \quad
    w_h = \frac{g_\text{head}}{g_\text{head} + g_\text{tail} + \epsilon}, \quad
-   \mathrm{AKL} = \operatorname{sg}(w_h)\,\mathrm{FKL} + \operatorname{sg}(w_t)\,\mathrm{RKL}
+   \mathrm{AKL} = \operatorname{sg}(w_h)\,\mathrm{FKL} + \operatorname{sg}(w_t)\,\mathrm{RKL}, \quad
+   \mathrm{Mix}_w = w\,\mathrm{FKL} + (1 - w)\,\mathrm{RKL}
 
 with H the teacher's AKL head set (:func:`jaxlens.losses.head_set.head_mask`).
 """
@@ -111,6 +112,18 @@ def skew_reverse_kl(
   return kl_divergence(log_q, log_mixture(log_p, log_q, 1.0 - alpha), vocab_axis_name)
 
 
+def mix(log_p: jnp.ndarray, log_q: jnp.ndarray, *, weight: float = 0.5,
+        vocab_axis_name: str | None = None) -> jnp.ndarray:
+  r"""w·KL(p ‖ q) + (1 − w)·KL(q ‖ p) per token, one static w ∈ [0, 1] (an endpoint drops its term)."""
+  w = check_unit_interval("weight", weight)
+  value = jnp.zeros(log_p.shape[:-1], log_p.dtype)
+  if w > 0:
+    value = value + w * kl_divergence(log_p, log_q, vocab_axis_name)
+  if w < 1:
+    value = value + (1.0 - w) * kl_divergence(log_q, log_p, vocab_axis_name)
+  return value
+
+
 def tvd(log_p: jnp.ndarray, log_q: jnp.ndarray, *, vocab_axis_name: str | None = None) -> jnp.ndarray:
   r"""Total variation ½ Σ_v |p_v − q_v| per token, in [0, 1]."""
   return clamp_value(0.5 * vocab_sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), vocab_axis_name), 0.0, 1.0)
@@ -175,8 +188,11 @@ def adaptive_kl(
     head_method: HeadMethod | None = None,
     eps: float = 1e-12,
     vocab_axis_name: str | None = None,
+    swap_weights: bool = False,
 ) -> jnp.ndarray:
   r"""AKL = sg(w_h)·KL(p ‖ q) + sg(w_t)·KL(q ‖ p) per token, with the weights of :func:`akl_weights`.
+
+  ``swap_weights=True``: AKL-r, sg(w_t)·KL(p ‖ q) + sg(w_h)·KL(q ‖ p) (the AKL paper's ablation).
 
   With ε = 0 and p = q exactly the value is NaN (the official code's 0/0); the gradient there is still finite.
   """
@@ -187,6 +203,8 @@ def adaptive_kl(
   degenerate = jnp.isnan(weights.w_head) & ~jnp.isnan(weights.g_head + weights.g_tail)
   w_head = jnp.where(degenerate, 0.0, weights.w_head)
   w_tail = jnp.where(degenerate, 0.0, weights.w_tail)
+  if swap_weights:
+    w_head, w_tail = w_tail, w_head
   value = w_head * kl_divergence(log_p, log_q, vocab_axis_name) + w_tail * kl_divergence(log_q, log_p,
                                                                                            vocab_axis_name)
   return value + jnp.where(degenerate, jnp.nan, 0.0)
