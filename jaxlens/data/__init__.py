@@ -2,6 +2,7 @@
 
 from jaxlens.data.batching import BATCH_KEYS, Batch, collate, pack_rows
 from jaxlens.data.iterator import BatchIterator
+from jaxlens.data.pipeline import DataSpec, fixed_batches, split, tokenize
 from jaxlens.data.prompt import TEMPLATES, format_prompt
 from jaxlens.data.sources import chatterbot_examples, load_instruction_data, split_examples
 from jaxlens.data.tokenize import TokenizedExample, tokenize_examples
@@ -10,13 +11,17 @@ __all__ = [
   "BATCH_KEYS",
   "Batch",
   "BatchIterator",
+  "DataSpec",
   "TEMPLATES",
   "TokenizedExample",
   "chatterbot_examples",
   "collate",
+  "fixed_batches",
   "format_prompt",
   "load_instruction_data",
   "pack_rows",
+  "split",
   "split_examples",
+  "tokenize",
   "tokenize_examples",
 ]

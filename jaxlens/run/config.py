@@ -207,7 +207,7 @@ class OptimConfig:
 
 
 # ------------------------------------------------------------------------------------------------- precision
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")  # jax.numpy dtype names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +221,18 @@ class PrecisionConfig:
   def validate(self) -> None:
     _one_of("precision.compute", self.compute, DTYPES)
     _one_of("precision.teacher_params", self.teacher_params, DTYPES)
+
+  @property
+  def compute_dtype(self):
+    """``compute`` as a ``jax.numpy`` dtype (the names of :data:`DTYPES` are ``jax.numpy`` attributes)."""
+    import jax.numpy as jnp
+    return getattr(jnp, self.compute)
+
+  @property
+  def teacher_params_dtype(self):
+    """``teacher_params`` as a ``jax.numpy`` dtype."""
+    import jax.numpy as jnp
+    return getattr(jnp, self.teacher_params)
 
 
 # -------------------------------------------------------------------------------------------------- parallel
