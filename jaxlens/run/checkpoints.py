@@ -13,7 +13,7 @@ item           contents
 ``data``       the data iterator's JSON state (epoch, position, …)
 ``config``     the resolved training config (JSON, ``jaxlens.run.config.to_dict``; read back typed)
 ``run``        JSON facts evaluation needs without the training code: the teacher's and student's
-               ``ModelConfig`` dicts, the lens ``layer_pairs`` ``[[k, j], …]``, the step, jaxlens version
+               ``ModelConfig`` dicts, the lens ``layer_pairs`` ``[[t, s], …]``, the step, jaxlens version
 =============  =======================================================================================
 
 Evaluation reads a run with :func:`read_run` (the typed :class:`~jaxlens.run.config.TrainConfig` + run facts) and

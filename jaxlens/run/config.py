@@ -113,7 +113,7 @@ class DataConfig:
 
 
 # ------------------------------------------------------------------------------------------------------ loss
-HEAD_RULES = ("official", "paper")
+HEAD_RULES = ("official", "paper")  # to become `from jaxlens.losses import HEAD_RULES` (issue 14, deliverable 3)
 IMPLEMENTATIONS = ("tiled", "reference")
 
 

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jaxlens import losses
 from jaxlens.run.config import LossConfig
 
-def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int) -> losses.LayerMap:
+def resolve_layer_pairs(cfg: LossConfig, num_teacher_layers: int, num_student_layers: int) -> losses.LayerMap:
   """The configured lens pairs, or the uniform map of ``num_lens_pairs`` when none are listed.
 
   Uniform map (DistillLens's rule): pair k = 1…n at depth k/(n+1) of each model, rounded
@@ -46,19 +46,20 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
 
   Args:
     cfg: the ``loss`` group.
-    teacher_layers, student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
+    num_teacher_layers, num_student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
 
   Raises:
     ValueError: on an index outside ``[0, L]`` (naming it and L) or lists of different lengths.
   """
   try:
     if cfg.teacher_layers:
-      return losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), teacher_layers, student_layers)
-    return losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
+      return losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), num_teacher_layers,
+                             num_student_layers)
+    return losses.uniform_layer_map(num_teacher_layers, num_student_layers, cfg.num_lens_pairs)
   except ValueError as e:
     raise ValueError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
                      f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
-                     f"teacher {teacher_layers} blocks, student {student_layers} blocks): {e}") from None
+                     f"teacher {num_teacher_layers} blocks, student {num_student_layers} blocks): {e}") from None
 
 
 def divergence_kwargs(name: str, cfg: LossConfig) -> dict[str, Any]:
@@ -134,8 +135,8 @@ class Objective:
     """
     cfg = self.cfg
     mask = batch["loss_mask"].astype(jnp.float32)  # [B, T]
-    b, t = mask.shape
-    flat_mask = mask.reshape(b * t)
+    b, seq_len = mask.shape
+    flat_mask = mask.reshape(b * seq_len)
     teacher_hidden = jax.tree.map(jax.lax.stop_gradient, tuple(teacher_hidden))
     teacher_unembed = jax.lax.stop_gradient(teacher_unembed)
     zero = jnp.zeros((), jnp.float32)
@@ -146,7 +147,7 @@ class Objective:
         raise ValueError("loss.alpha < 1 needs the student's logits for the CE term")
       out["ce"] = losses.cross_entropy(student_logits, batch["labels"], mask, reduction="sum")
 
-    flat = lambda h: h.reshape(b * t, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
+    flat = lambda h: h.reshape(b * seq_len, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
     if cfg.alpha > 0.0:
       t_final, s_final = flat(teacher_hidden[-1]), flat(student_hidden[-1])
       for name in cfg.output_divergences():
@@ -157,11 +158,11 @@ class Objective:
       # One kernel call per pair (the tiled kernel streams pair by pair anyway): each pair's sum is both
       # differentiable and logged, and the reference bug's per-pair masks need no special path.
       p = self.pairs.num_pairs
-      masks = (reference_bug_masks(mask, p).reshape(p, b * t) if cfg.reference_mask_bug
-               else jnp.broadcast_to(flat_mask, (p, b * t)))
+      masks = (reference_bug_masks(mask, p).reshape(p, b * seq_len) if cfg.reference_mask_bug
+               else jnp.broadcast_to(flat_mask, (p, b * seq_len)))
       pair_sums = []
-      for i, (k, j) in enumerate(zip(self.pairs.teacher_layers, self.pairs.student_layers)):
-        t_h, s_h = teacher_hidden[k], student_hidden[j]
+      for i, (t, s) in enumerate(zip(self.pairs.teacher_layers, self.pairs.student_layers)):
+        t_h, s_h = teacher_hidden[t], student_hidden[s]
         if cfg.lens_norm:
           if teacher_norm is None or student_norm is None:
             raise ValueError("loss.lens_norm=true needs both models' final norms")
@@ -174,9 +175,9 @@ class Objective:
     if self.uses_mse:
       if projection is None:
         raise ValueError("loss.feature_mse_weight > 0 needs the learned projection")
-      per_pair = [jnp.mean(jnp.square(teacher_hidden[k].astype(jnp.float32) @ projection
-                                      - student_hidden[j].astype(jnp.float32)), axis=-1)  # [B, T]
-                  for k, j in zip(self.pairs.teacher_layers, self.pairs.student_layers)]
+      per_pair = [jnp.mean(jnp.square(teacher_hidden[t].astype(jnp.float32) @ projection
+                                      - student_hidden[s].astype(jnp.float32)), axis=-1)  # [B, T]
+                  for t, s in zip(self.pairs.teacher_layers, self.pairs.student_layers)]
       out["mse"] = jnp.mean(jnp.stack([jnp.sum(d * mask) for d in per_pair]))
 
     distill = out["output"] + cfg.lens_weight * out["lens"] + cfg.feature_mse_weight * out["mse"]

@@ -50,6 +50,7 @@ from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule
 from jaxlens.train.optimizer import make_optimizer
 from jaxlens.train.state import initial_state
+from jaxlens.train.state import jit_step
 from jaxlens.train.step import ModelParts
 from jaxlens.train.step import make_train_step
 
@@ -202,8 +203,7 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
   objective = Objective(cfg.loss, pairs)
   step = make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer,
                          learning_rate_schedule(cfg.optim, cfg.steps), cfg.grad_accum)
-  state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  jitted = jax.jit(step, donate_argnums=0, out_shardings=(state_shardings, pmesh.replicated(mesh)))
+  jitted = jit_step(step, state, mesh)
   memory = {"params": shard_bytes(state["params"]), "optimizer": shard_bytes(state["opt_state"]),
             "teacher": shard_bytes(teacher_params), "batch": shard_bytes(batch)}
   start = time.perf_counter()

@@ -18,6 +18,7 @@ step compiles once.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -95,3 +96,10 @@ def initial_state(cfg: TrainConfig, student: models.CausalLM, teacher: models.Ca
   state = jax.jit(init, out_shardings=shardings)(jax.device_put(student_params, student_shardings))
   return state, jax.device_put(teacher_params, teacher_shardings)
 
+
+
+def jit_step(step: Callable, state, mesh) -> Callable:
+  """``step(state, teacher_params, batch) -> (state, metrics)`` jitted with ``state`` donated and the new state
+  pinned to ``state``'s shardings (metrics replicated), so every step runs on the step-0 layout."""
+  return jax.jit(step, donate_argnums=0,
+                 out_shardings=(jax.tree.map(lambda x: x.sharding, state), pmesh.replicated(mesh)))

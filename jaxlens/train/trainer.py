@@ -34,6 +34,7 @@ from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule
 from jaxlens.train.optimizer import make_optimizer
 from jaxlens.train.state import initial_state
+from jaxlens.train.state import jit_step
 from jaxlens.train.step import ModelParts
 from jaxlens.train.step import make_eval_sums
 from jaxlens.train.step import make_train_step
@@ -240,9 +241,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   describe(setup, logger, start)
 
   s_parts, t_parts = ModelParts.of(student), ModelParts.of(teacher)
-  state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  step_fn = jax.jit(make_train_step(objective, s_parts, t_parts, optimizer, schedule, cfg.grad_accum),
-                    donate_argnums=0, out_shardings=(state_shardings, pmesh.replicated(mesh)))
+  step_fn = jit_step(make_train_step(objective, s_parts, t_parts, optimizer, schedule, cfg.grad_accum), state, mesh)
   eval_fn = jax.jit(make_eval_sums(objective, s_parts, t_parts, cfg.grad_accum))
   batch_sharding = pmesh.batch_sharding(mesh)
   held_out = [to_global(b, batch_sharding) for b in eval_batches(setup)]
