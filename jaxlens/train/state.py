@@ -32,16 +32,20 @@ from jaxlens.parallel import mesh as pmesh
 from jaxlens.run.config import TrainConfig
 
 
-def _step0_state(cfg: TrainConfig, optimizer: optax.GradientTransformation, widths: tuple[int, int],
-                 student_params) -> dict:
-  """The step-0 state around ``student_params``; the projection (feature-MSE only) is ``N(0, 1/D_T)``."""
+def _initial_params(cfg: TrainConfig, widths: tuple[int, int], student_params) -> dict:
+  """The trainable parameters: the student's and (feature-MSE only) the projection ``N(0, 1/D_T)``."""
   params = {"student": student_params}
   if cfg.loss.feature_mse_weight > 0:
     teacher_width, student_width = widths
     init = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1), (teacher_width, student_width),
                              jnp.float32)
     params["projection"] = init / np.sqrt(teacher_width)
-  return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
+  return params
+
+
+def _initial_rest(cfg: TrainConfig, optimizer: optax.GradientTransformation, params) -> dict:
+  """The rest of the step-0 state: the optimizer state of ``params``, the step counter and the RNG key."""
+  return {"opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
           "rng": jax.random.key_data(jax.random.PRNGKey(cfg.seed))}
 
 
@@ -64,7 +68,7 @@ def state_shardings(state, student_shardings, optimizer: optax.GradientTransform
   return {"params": params, "opt_state": opt_state, "step": replicated, "rng": replicated}
 
 
-def with_shardings(shapes, shardings):
+def _with_shardings(shapes, shardings):
   """``jax.ShapeDtypeStruct`` s of ``shapes`` carrying ``shardings`` (abstract, placed values)."""
   return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes,
                       shardings)
@@ -88,14 +92,16 @@ def initial_state(cfg: TrainConfig, student: models.CausalLM, teacher: models.Ca
   teacher_params = nnx.to_pure_dict(nnx.state(teacher, nnx.Param))
   student_shardings = models.param_shardings(student, mesh)
   teacher_shardings = models.param_shardings(teacher, mesh)
-  init = functools.partial(_step0_state, cfg, optimizer, (teacher.config.hidden_size, student.config.hidden_size))
-  shapes = jax.eval_shape(init, student_params)
+  make_params = functools.partial(_initial_params, cfg, (teacher.config.hidden_size, student.config.hidden_size))
+  make_rest = functools.partial(_initial_rest, cfg, optimizer)
+  param_shapes = jax.eval_shape(make_params, student_params)
+  shapes = {"params": param_shapes, **jax.eval_shape(make_rest, param_shapes)}
   shardings = state_shardings(shapes, student_shardings, optimizer, mesh)
   if abstract:
-    return with_shardings(shapes, shardings), with_shardings(teacher_params, teacher_shardings)
-  state = jax.jit(init, out_shardings=shardings)(jax.device_put(student_params, student_shardings))
-  return state, jax.device_put(teacher_params, teacher_shardings)
-
+    return _with_shardings(shapes, shardings), _with_shardings(teacher_params, teacher_shardings)
+  params = jax.device_put(make_params(student_params), shardings["params"])
+  rest = jax.jit(make_rest, out_shardings={k: v for k, v in shardings.items() if k != "params"})(params)
+  return {"params": params, **rest}, jax.device_put(teacher_params, teacher_shardings)
 
 
 def jit_step(step: Callable, state, mesh) -> Callable:
