@@ -77,7 +77,7 @@ class Setup:
 
 
 # ----------------------------------------------------------------------------------------------------- set-up
-def config_mismatches(stored: dict, cfg: tconfig.TrainConfig) -> list[str]:
+def config_mismatches(stored: tconfig.TrainConfig, cfg: tconfig.TrainConfig) -> list[str]:
   """``key: stored → current`` for every setting that must not change when resuming."""
   def flat(tree, prefix=""):
     out = {}
@@ -87,7 +87,7 @@ def config_mismatches(stored: dict, cfg: tconfig.TrainConfig) -> list[str]:
       else:
         out[f"{prefix}{k}"] = list(v) if isinstance(v, (list, tuple)) else v
     return out
-  old, new = flat(stored), flat(tconfig.to_dict(cfg))
+  old, new = flat(tconfig.to_dict(stored)), flat(tconfig.to_dict(cfg))
   keys = sorted(set(old) | set(new))
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
           if not k.startswith(RESUMABLE_KEYS) and old.get(k) != new.get(k)]
@@ -343,9 +343,9 @@ def describe(setup: Setup, logger: MetricsLogger, start: int) -> None:
       f"jaxlens train: preset {cfg.preset}, out_dir {os.path.abspath(cfg.out_dir)}",
       f"  devices {jax.device_count()} ({jax.devices()[0].platform}) in {jax.process_count()} process(es); "
       f"mesh data×fsdp×tensor = {mesh.shape['data']}×{mesh.shape['fsdp']}×{mesh.shape['tensor']}",
-      f"  teacher {cfg.teacher.source}: {setup.teacher.config.num_layers} layers, {models.num_params(setup.teacher) / 1e6:.1f}M "
-      f"params; student {cfg.student.source}: {setup.student.config.num_layers} layers, "
-      f"{models.num_params(setup.student) / 1e6:.1f}M params",
+      f"  teacher {cfg.teacher.source}: {setup.teacher.config.num_layers} layers, "
+      f"{models.num_params(setup.teacher) / 1e6:.1f}M params; student {cfg.student.source}: "
+      f"{setup.student.config.num_layers} layers, {models.num_params(setup.student) / 1e6:.1f}M params",
       f"  objective (1-{cfg.loss.alpha})·CE + {cfg.loss.alpha}·({cfg.loss.output_divergence} + "
       f"{cfg.loss.lens_weight}·{cfg.loss.lens_divergence} lens on pairs {pairs}"
       + (f" + {cfg.loss.feature_mse_weight}·feature-MSE" if cfg.loss.feature_mse_weight else "") + ")",
