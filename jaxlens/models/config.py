@@ -16,7 +16,8 @@ ROPE_TYPES = ("default", "llama3")
 SUPPORTED_ARCHITECTURES = {"gpt2": ("GPT2LMHeadModel",), "llama": ("LlamaForCausalLM",)}
 
 # Model presets: the paper's recipes' architectures by Hugging Face id (their config.json fields), so a run can
-# be planned for ``teacher.path=gpt2-xl`` without weights or network (``ModelConfig.from_hf_config(KNOWN_HF_CONFIGS[id])``).
+# be planned for ``teacher.path=gpt2-xl`` without weights or network
+# (``ModelConfig.from_hf_config(KNOWN_HF_CONFIGS[id])``).
 KNOWN_HF_CONFIGS = {
     "gpt2": {"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024,
              "vocab_size": 50257},

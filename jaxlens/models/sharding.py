@@ -4,7 +4,8 @@ Every parameter is created with an ``axes`` annotation (one logical name per dim
 :func:`jaxlens.models.layers.param`). :class:`ShardingRules` maps those names to the mesh axes ``"fsdp"`` and
 ``"tensor"`` (Megatron-style: heads, MLP width and vocabulary split over ``tensor``, the hidden dimension over
 ``fsdp``); :func:`param_partition_specs` turns a model into a ``PartitionSpec`` tree shaped like
-``nnx.state(model, nnx.Param)`` and :func:`param_shardings` into the ``NamedSharding`` s on a mesh. Blocks are a list (not a scanned stack), so there is no ``layers`` axis.
+``nnx.state(model, nnx.Param)`` and :func:`param_shardings` into the ``NamedSharding`` s on a mesh. Blocks are a
+list (not a scanned stack), so there is no ``layers`` axis.
 """
 
 from __future__ import annotations
