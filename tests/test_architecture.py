@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "jaxlens"
-PARTS = ("losses", "models", "data", "parallel", "run", "train", "eval")
+PARTS = ("losses", "models", "data", "parallel", "run", "train", "eval", "export")
 
 #: part -> the parts of jaxlens it must never import (the arrows of docs/architecture.md point the other way).
 FORBIDDEN = {
@@ -16,7 +16,8 @@ FORBIDDEN = {
     "data": {"run", "train", "eval"},
     "parallel": {"models", "losses", "run", "train", "eval"},  # knows no model
     "run": {"parallel", "train", "eval"},  # the run-folder contract: losses, models, data only
-    "eval": {"train"},  # evaluation never imports training
+    "eval": {"train", "export"},  # evaluation never imports training
+    "export": {"train", "eval"},  # a run folder's student as HF / GGUF files
 }
 
 

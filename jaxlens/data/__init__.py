@@ -3,7 +3,7 @@
 from jaxlens.data.batching import BATCH_KEYS, Batch, collate, pack_rows
 from jaxlens.data.iterator import BatchIterator
 from jaxlens.data.pipeline import DataSpec, fixed_batches, split, tokenize
-from jaxlens.data.prompt import TEMPLATES, format_prompt
+from jaxlens.data.prompt import TEMPLATES, chat_template, format_prompt
 from jaxlens.data.sources import chatterbot_examples, load_instruction_data, split_examples
 from jaxlens.data.tokenize import TokenizedExample, tokenize_examples
 
@@ -14,6 +14,7 @@ __all__ = [
   "DataSpec",
   "TEMPLATES",
   "TokenizedExample",
+  "chat_template",
   "chatterbot_examples",
   "collate",
   "fixed_batches",

@@ -101,6 +101,16 @@ class DataConfig:
   max_prompt_len: int = opt(48, "prompts longer than this are dropped")
   held_out_fraction: float = opt(0.1, "share of examples held out (content-hash split) for eval losses")
   split_seed: int = opt(0, "seed of the train / held-out split (shared by every run of a comparison)")
+  on_policy_fraction: float = opt(0.0, "lambda: each step, each row's response is sampled by the current student "
+                                  "with this probability (GKD; 0 = off-policy, 1 = fully on-policy)")
+  max_new_tokens: int = opt(0, "most tokens of a sampled response (0 = seq_len - max_prompt_len); "
+                            "max_prompt_len + max_new_tokens must fit in seq_len")
+  sample_temperature: float = opt(1.0, "temperature of on-policy / teacher-response sampling (0 = greedy)")
+  sample_top_p: float = opt(1.0, "nucleus mass of on-policy / teacher-response sampling (1 = off)")
+  sampling_dtype: str = opt("auto", "compute dtype of on-policy sampling: auto (bfloat16 on GPU/TPU, else "
+                            "precision.compute) | float32 | bfloat16")
+  teacher_responses: str = opt("", "SeqKD: a JSONL of teacher responses to the training prompts (written by "
+                               "python -m jaxlens.train.teacher_responses) replacing the dataset's responses")
 
   def validate(self) -> None:
     from jaxlens.data import TEMPLATES
@@ -110,6 +120,21 @@ class DataConfig:
            f"data.max_prompt_len must be in [1, data.seq_len={self.seq_len}), got {self.max_prompt_len}")
     _check(0.0 < self.held_out_fraction < 1.0,
            f"data.held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+    _check(0.0 <= self.on_policy_fraction <= 1.0,
+           f"data.on_policy_fraction must be in [0, 1], got {self.on_policy_fraction}")
+    _check(self.max_new_tokens >= 0, f"data.max_new_tokens must be >= 0, got {self.max_new_tokens}")
+    _check(self.max_prompt_len + self.max_new_tokens <= self.seq_len,
+           f"data.max_new_tokens={self.max_new_tokens} leaves no room: data.max_prompt_len={self.max_prompt_len} + "
+           f"max_new_tokens must be <= data.seq_len={self.seq_len} (at most "
+           f"{self.seq_len - self.max_prompt_len}, or 0 for that)")
+    _check(self.sample_temperature >= 0, f"data.sample_temperature must be >= 0, got {self.sample_temperature}")
+    _check(0.0 < self.sample_top_p <= 1.0, f"data.sample_top_p must be in (0, 1], got {self.sample_top_p}")
+    _one_of("data.sampling_dtype", self.sampling_dtype, ("auto", "float32", "bfloat16"))
+
+  @property
+  def new_tokens(self) -> int:
+    """The sampled response budget: ``max_new_tokens``, or ``seq_len − max_prompt_len`` when 0."""
+    return self.max_new_tokens or self.seq_len - self.max_prompt_len
 
 
 # ------------------------------------------------------------------------------------------------------ loss
