@@ -14,6 +14,8 @@ from flax import nnx
 
 from jaxlens import data, models
 from jaxlens.export import cli, core
+from jaxlens.export.hf import NUMPY_DTYPES
+from jaxlens.models.gguf import read_gguf_tokenizer
 from jaxlens.run import model_sources
 from jaxlens.run.config import ModelSpec
 from tiny_runs import gpt2_models, save_run, train_tiny_run, write_tokenizer_folder
@@ -103,7 +105,7 @@ def test_bfloat16_export_stores_the_rounded_weights(gpt2_run, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path, dtype):
   out = tmp_path / "gguf"
   assert cli.main([str(llama_run), str(out), "format=gguf", f"dtype={dtype}"]) == 0
@@ -113,11 +115,12 @@ def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path,
   assert back.config.num_layers == 2
   for a, b in zip(_params(back), _params(student), strict=True):
     b = np.asarray(b)
-    expected = b if dtype == "float32" or b.ndim == 1 else b.astype(ml_dtypes.bfloat16).astype(np.float32)
+    expected = b if b.ndim == 1 else b.astype(NUMPY_DTYPES[dtype]).astype(np.float32)  # norms stay F32
     np.testing.assert_array_equal(np.asarray(a), expected)
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model.gguf")
   np.testing.assert_allclose(_torch_logits(hf), _logits(back), atol=1e-4, rtol=0)
   run_tokenizer = model_sources.load_run_tokenizer(info.config.data)
+  assert len(read_gguf_tokenizer(out / "model.gguf")["tokens"]) == back.config.vocab_size  # padded
   assert models.load_tokenizer(out / "model.gguf").encode(TEXT) == run_tokenizer.encode(TEXT)
   gguf_tok = transformers.AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
   assert gguf_tok(TEXT, add_special_tokens=False)["input_ids"] == run_tokenizer.encode(TEXT)
