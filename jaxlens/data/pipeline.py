@@ -24,14 +24,15 @@ class DataSpec(Protocol):
   seq_len: int
   max_prompt_len: int
   held_out_fraction: float
+  split: str
   split_seed: int
 
 
 def split(spec: DataSpec) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-  """``(train, held_out)`` examples of ``spec.source``, split by content hash with ``spec.split_seed``
-  (:func:`jaxlens.data.split_examples`)."""
+  """``(train, held_out)`` examples of ``spec.source``, split by hash of ``spec.split`` units (prompt groups or
+  examples) with ``spec.split_seed`` (:func:`jaxlens.data.split_examples`)."""
   return split_examples(load_instruction_data(spec.source), held_out_fraction=spec.held_out_fraction,
-                        seed=spec.split_seed)
+                        seed=spec.split_seed, by=spec.split)
 
 
 def tokenize(examples: Sequence[Mapping[str, str]], tokenizer, spec: DataSpec) -> list[TokenizedExample]:

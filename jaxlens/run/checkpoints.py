@@ -188,8 +188,9 @@ def _read_manager(run_dir: str, step: int | None) -> tuple[ocp.CheckpointManager
 def read_run(run_dir: str, step: int | None = None) -> RunInfo:
   """The resolved config and run facts of ``run_dir``'s latest (or given) checkpoint; no arrays are read.
 
-  The stored config is read with :func:`jaxlens.run.config.from_dict`, the parser of every config, so a run
-  written by another schema fails here, naming the key, not later in evaluation.
+  The stored config is read with :func:`jaxlens.run.config.from_stored`, the parser of every config (keys added
+  since the run was written take the value that reproduces it), so a run written by another schema fails here,
+  naming the key, not later in evaluation.
 
   Raises:
     CheckpointError: if the folder has no checkpoint, the JSON items are unreadable, or the stored config is
@@ -202,7 +203,7 @@ def read_run(run_dir: str, step: int | None = None) -> RunInfo:
   except Exception as e:  # noqa: BLE001
     raise CheckpointError(f"checkpoint {path} is unreadable ({_first_line(e)})") from e
   try:
-    config = run_config.from_dict(got["config"])
+    config = run_config.from_stored(got["config"])
   except run_config.ConfigError as e:
     raise CheckpointError(f"checkpoint {path}: {e}") from None
   return RunInfo(path, step, config, dict(got["run"]))

@@ -199,7 +199,8 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
   batch = {k: jax.ShapeDtypeStruct(rows, jnp.float32 if k == "loss_mask" else jnp.int32,
                                    sharding=pmesh.batch_sharding(mesh)) for k in BATCH_KEYS}
 
-  pairs = resolve_layer_pairs(cfg.loss, t_cfg.num_layers, s_cfg.num_layers)
+  pairs = resolve_layer_pairs(cfg.loss, t_cfg.num_layers, s_cfg.num_layers,
+                              model_sources.student_blocks(cfg.student, t_cfg.num_layers))
   objective = Objective(cfg.loss, pairs)
   step = make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer,
                          learning_rate_schedule(cfg.optim, cfg.steps), cfg.grad_accum)

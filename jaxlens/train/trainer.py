@@ -61,6 +61,7 @@ class RunResult:
   last_loss: float | None
   eval_losses: dict[int, float]
   checkpoint: str | None
+  eval_ce: dict[int, float] = dataclasses.field(default_factory=dict)  # held-out CE (only when alpha < 1)
 
 
 @dataclasses.dataclass
@@ -77,6 +78,7 @@ class Setup:
   train_iter: jdata.BatchIterator
   eval_rows: list
   pad_id: int
+  student_blocks: tuple[int, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- set-up
@@ -175,6 +177,7 @@ def run_facts(setup: Setup) -> dict:
           "student_model": dataclasses.asdict(setup.student.config),
           "layer_pairs": [[t, s] for t, s in zip(setup.objective.pairs.teacher_layers,
                                                   setup.objective.pairs.student_layers)],
+          "student_blocks": None if setup.student_blocks is None else list(setup.student_blocks),
           "jaxlens_version": jaxlens.__version__}
 
 
@@ -240,13 +243,15 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
                               f"{latest}); use resume=auto to continue it or another out_dir")
 
   teacher, student = build_models(cfg)
+  blocks = model_sources.student_blocks(cfg.student, teacher.config.num_layers)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers,
-                                                      student.config.num_layers))
+                                                      student.config.num_layers, blocks))
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
   schedule = learning_rate_schedule(cfg.optim, cfg.steps)
   state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer)
   train_iter, eval_rows, pad_id = build_data(cfg, teacher.config.vocab_size)
-  setup = Setup(cfg, mesh, teacher, student, objective, state, teacher_params, train_iter, eval_rows, pad_id)
+  setup = Setup(cfg, mesh, teacher, student, objective, state, teacher_params, train_iter, eval_rows, pad_id,
+                blocks)
 
   if latest is not None:
     state = resume(setup, manager, latest)
@@ -271,9 +276,13 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
       sums = got if sums is None else jax.tree.map(jnp.add, sums, got)
     record = logger.log(step, {k: float(v) for k, v in metric_dict(normalise(sums)).items()}, prefix="eval/")
     eval_losses[step] = record["eval/loss/total"]
-    logger.write(f"step {step}: held-out loss {eval_losses[step]:.4f}")
+    ce = f", CE {record['eval/loss/ce']:.4f}" if objective.uses_ce else ""
+    if objective.uses_ce:
+      eval_ce[step] = record["eval/loss/ce"]
+    logger.write(f"step {step}: held-out loss {eval_losses[step]:.4f}{ce}")
 
   eval_losses: dict[int, float] = {}
+  eval_ce: dict[int, float] = {}
   first_loss = last_loss = None
   interrupted = False
   if start == 0 and held_out:
@@ -320,7 +329,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   manager.close()
   logger.close()
   return RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses,
-                   None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)))
+                   None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)), eval_ce)
 
 
 def save(setup: Setup, manager, state: dict, step: int, force: bool = False) -> None:

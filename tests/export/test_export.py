@@ -141,7 +141,7 @@ def _tree(path):
     ("no checkpoint", "no checkpoints in"), ("non-empty", "is not empty"), ("under a file", "is not a folder"),
     ("gpt2 as gguf", "GGUF export supports the architectures"), ("unknown architecture", "unknown student architecture 'mamba'"),
     ("bad dtype", "dtype='int8' is not one of"), ("unknown key", "did you mean 'overwrite'"),
-    ("one folder", "expected RUN_DIR and OUT_DIR")])
+    ("one folder", "expected RUN_DIR and OUT_DIR"), ("non-finite", "NaN or inf parameters")])
 def test_refusals_print_one_error_line_and_write_nothing(case, match, gpt2_run, tokenizer_dir, tmp_path, capsys):
   run, out, extra = gpt2_run, tmp_path / "out", []
   if case == "no checkpoint":
@@ -158,6 +158,10 @@ def test_refusals_print_one_error_line_and_write_nothing(case, match, gpt2_run, 
   elif case == "unknown architecture":
     teacher, student = gpt2_models()
     run = save_run(tmp_path / "mamba_run", teacher, student, {"tokenizer": str(tokenizer_dir)}, family="mamba")
+  elif case == "non-finite":
+    teacher, student = gpt2_models()
+    student.blocks[1].mlp.up[...] = student.blocks[1].mlp.up[...].at[0, 0].set(jnp.nan)
+    run = save_run(tmp_path / "nan_run", teacher, student, {"tokenizer": str(tokenizer_dir)})
   elif case == "bad dtype":
     extra = ["dtype=int8"]
   elif case == "unknown key":
