@@ -17,6 +17,7 @@ from jaxlens.losses.layer_map import LayerMap
 from jaxlens.losses.layer_map import uniform_layer_map
 from jaxlens.losses.lens import TileConfig
 from jaxlens.losses.lens import lens_loss
+from jaxlens.losses.linear_cross_entropy import linear_cross_entropy
 from jaxlens.losses.reduction import masked_sum_and_count
 from jaxlens.losses.reduction import reduce_loss
 from jaxlens.losses.skew import skew_kl
@@ -35,6 +36,7 @@ __all__ = [
     "get_divergence",
     "jsd",
     "lens_loss",
+    "linear_cross_entropy",
     "masked_sum_and_count",
     "reduce_loss",
     "reverse_kl",
