@@ -38,6 +38,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from step_shapes import PAIRS  # noqa: E402
 from step_shapes import PROMPT_FRACTION  # noqa: E402
 from step_shapes import pair_shapes  # noqa: E402
 
@@ -49,7 +50,8 @@ def config_values(job: dict) -> dict:
   """The flat ``key → value`` training config of one benchmark job (``jaxlens.run.config.build_config``)."""
   shapes = pair_shapes(job["pair"], job["scale"])
   gpu = job["device"] == "gpu"
-  values = {"teacher.source": "random", "student.source": "random", "batch_size": job["batch"],
+  values = {"teacher.source": "random", "student.source": "random", "teacher.seed": 0, "student.seed": 1,
+            "batch_size": job["batch"],
             "data.seq_len": job["seq_len"], "data.max_prompt_len": max(1, job["seq_len"] // 4),
             "loss.alpha": 1.0, "loss.output_divergence": "reverse_kl", "loss.lens_divergence": "jsd",
             "loss.beta": 0.5, "loss.teacher_layers": list(shapes["teacher_layers"]),
@@ -213,8 +215,9 @@ def worker(job: dict) -> None:
     emit({"kind": "max_batch", "batch": low, "confirmed": bool(low), "first_miss": high, "probes": probes})
 
 
-def run_worker(job: dict) -> list[dict]:
-  """Runs :func:`worker` in a subprocess; returns its JSON records (an ``error`` record if it died)."""
+def run_worker(job: dict, out: pathlib.Path | None) -> list[dict]:
+  """Runs :func:`worker` in a subprocess; returns its JSON records (an ``error`` record if it died), each also
+  appended to ``out`` as it arrives (so a run stopped by a timeout keeps what it measured)."""
   env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
   env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
   if job["device"] == "cpu":
@@ -224,23 +227,29 @@ def run_worker(job: dict) -> list[dict]:
   proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   records = []
+
+  def keep(record):
+    records.append(record)
+    print(json.dumps(record), flush=True)
+    if out:
+      with out.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
   for line in proc.stdout:
     if line.startswith("{"):
-      records.append(json.loads(line))
-      print(line.rstrip(), flush=True)
+      keep(json.loads(line))
   stderr = proc.stderr.read()
   if proc.wait():
     tail = " | ".join(stderr.strip().splitlines()[-3:])
-    records.append({"kind": "error", "pair": job["pair"], "variant": job["variant"],
-                    "error": f"worker exit {proc.returncode}: {tail}"[:600]})
-    print(json.dumps(records[-1]), flush=True)
+    keep({"kind": "error", "pair": job["pair"], "variant": job["variant"],
+          "error": f"worker exit {proc.returncode}: {tail}"[:600]})
   return records
 
 
 def main(argv=None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
-  parser.add_argument("--pair", nargs="+", choices=("gpt2", "smollm2", "llama"), default=["gpt2", "smollm2", "llama"])
+  parser.add_argument("--pair", nargs="+", choices=tuple(PAIRS), default=["gpt2", "smollm2", "llama"])
   parser.add_argument("--variant", nargs="+", choices=VARIANTS, default=["jaxlens"])
   parser.add_argument("--batch", nargs="+", type=int, default=[8, 16, 32], help="global batches (sequences)")
   parser.add_argument("--seq-len", type=int, default=512)
@@ -258,6 +267,8 @@ def main(argv=None) -> list[dict]:
   if args.worker:
     worker(json.loads(args.worker))
     return []
+  if args.out:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
   records = []
   for i, pair in enumerate(args.pair):
     for j, variant in enumerate(args.variant):
@@ -265,11 +276,7 @@ def main(argv=None) -> list[dict]:
              "seq_len": args.seq_len, "scale": args.scale, "block": args.block, "remat": args.remat,
              "attention": args.attention, "find_max": args.find_max, "max_probes": args.max_probes,
              "warmup": args.warmup, "repeats": args.repeats, "peak": i == 0 and j == 0}
-      records += run_worker(job)
-  if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-      f.writelines(json.dumps(r) + "\n" for r in records)
+      records += run_worker(job, args.out)
   return records
 
 

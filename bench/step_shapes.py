@@ -29,6 +29,12 @@ PAIRS = {
         student=dict(LLAMA, vocab_size=32000, hidden_size=2048, num_layers=22, num_heads=32, num_kv_heads=4,
                      intermediate_size=5632),
         teacher_layers=(5, 10, 16, 21, 26), student_layers=(4, 7, 11, 15, 18)),
+    "tiny": dict(  # a 4-block -> 2-block toy for the smoke test (seconds on a CPU)
+        teacher=dict(LLAMA, vocab_size=256, hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=8,
+                     intermediate_size=64),
+        student=dict(LLAMA, vocab_size=256, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                     intermediate_size=64),
+        teacher_layers=(2, 3), student_layers=(1, 2)),
 }
 PROMPT_FRACTION = 0.25  # the first quarter of every sequence is prompt: masked out of every loss term
 RMS_EPS, LN_EPS = 1e-5, 1e-5
