@@ -116,7 +116,7 @@ def worker(job: dict) -> None:
   if peak:
     emit({"kind": "peak", **peak})
 
-  cfg = tconfig.build_config(config_values({**job, "batch": job["batches"][0]}))
+  cfg = tconfig.build_config(tconfig.TrainConfig, config_values({**job, "batch": job["batches"][0]}))
   start = time.perf_counter()
   teacher, student = trainer.build_models(cfg)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers,
