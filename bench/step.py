@@ -32,8 +32,10 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -224,8 +226,15 @@ def run_worker(job: dict, out: pathlib.Path | None) -> list[dict]:
     env["JAX_PLATFORMS"] = "cpu"
   repo = str(HERE.parent)
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
+  errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty stderr cannot block the worker
   proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=errors, text=True)
+
+  def stop(signum, frame):  # a timeout stops this process: stop the worker too, so it frees the device
+    proc.kill()
+    raise SystemExit(128 + signum)
+
+  signal.signal(signal.SIGTERM, stop)
   records = []
 
   def keep(record):
@@ -238,8 +247,10 @@ def run_worker(job: dict, out: pathlib.Path | None) -> list[dict]:
   for line in proc.stdout:
     if line.startswith("{"):
       keep(json.loads(line))
-  stderr = proc.stderr.read()
-  if proc.wait():
+  returncode = proc.wait()
+  errors.seek(0)
+  stderr = errors.read()
+  if returncode:
     tail = " | ".join(stderr.strip().splitlines()[-3:])
     keep({"kind": "error", "pair": job["pair"], "variant": job["variant"],
           "error": f"worker exit {proc.returncode}: {tail}"[:600]})
