@@ -207,8 +207,9 @@ def load_benchmark_models(cfg) -> BenchmarkModels:
       raise ValueError(f"run {runs[name]!r} has another teacher than {reference.path!r}; one evaluation compares "
                        "students of one teacher")
   template = cfg.template or (reference.config["data"]["template"] if reference else "")
-  if not template:
-    raise ValueError("benchmark prompts need a template: pass template=chatml|alpaca (no run folder names one)")
+  if not template and cfg.prompt_from == "template":
+    raise ValueError("benchmark prompts need a template: pass template=chatml|alpaca or prompt_from=file (no run "
+                     "folder names one)")
   run_tokenizer = model_sources.load_run_tokenizer(reference.config["data"]) if reference else None
   out, sources = {}, {}
   for name, path in paths.items():
