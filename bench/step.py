@@ -114,8 +114,8 @@ def worker(job: dict) -> None:
   emit = lambda record: print(json.dumps({**base, **record}), flush=True)  # noqa: E731
   base = {k: job[k] for k in ("pair", "variant", "seq_len", "scale", "remat", "attention", "block")}
   base["platform"] = device.platform
-  peak = matmul_peak(device) if job["peak"] else None
-  if peak:
+  peak = matmul_peak(device) if job["peak"] is None else {"tflops": job["peak"]}  # measured once per run
+  if job["peak"] is None:
     emit({"kind": "peak", **peak})
 
   cfg = tconfig.build_config(tconfig.TrainConfig, config_values({**job, "batch": job["batches"][0]}))
@@ -183,8 +183,7 @@ def worker(job: dict) -> None:
     stats = device.memory_stats() or {}
     record.update(step_ms=1e3 * step_s, cpu_ms=1e3 * cpu_s, tokens_per_s=batch * job["seq_len"] / step_s,
                   flops=flops, tflops=flops / step_s / 1e12, loss=float(metrics["loss/total"]))
-    if peak:
-      record["mfu"] = record["tflops"] / peak["tflops"]
+    record["mfu"] = record["tflops"] / peak["tflops"]
     if "peak_bytes_in_use" in stats:
       record["peak_gib"] = stats["peak_bytes_in_use"] / GIB  # the process peak: batches run in ascending order
     emit(record)
@@ -281,12 +280,13 @@ def main(argv=None) -> list[dict]:
   if args.out:
     args.out.parent.mkdir(parents=True, exist_ok=True)
   records = []
-  for i, pair in enumerate(args.pair):
-    for j, variant in enumerate(args.variant):
+  for pair in args.pair:
+    for variant in args.variant:
+      peak = next((r["tflops"] for r in records if r.get("kind") == "peak"), None)
       job = {"device": args.device, "pair": pair, "variant": variant, "batches": sorted(args.batch),
              "seq_len": args.seq_len, "scale": args.scale, "block": args.block, "remat": args.remat,
              "attention": args.attention, "find_max": args.find_max, "max_probes": args.max_probes,
-             "warmup": args.warmup, "repeats": args.repeats, "peak": i == 0 and j == 0}
+             "warmup": args.warmup, "repeats": args.repeats, "peak": peak}
       records += run_worker(job, args.out)
   return records
 

@@ -46,13 +46,15 @@ def report(records: list[dict]) -> str:
           continue
         wall = ours["tokens_per_s"] / r["tokens_per_s"] if ours else None
         cpu = r["cpu_ms"] / ours["cpu_ms"] if ours and r.get("cpu_ms") and ours.get("cpu_ms") else None
-        lines.append(f"| {batch} | {variant} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} | {fmt(r.get('cpu_ms'), '.0f')} | "
+        lines.append(f"| {batch} | {variant} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} | "
+                     f"{fmt(r.get('cpu_ms'), '.0f')} | "
                      f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(r.get('peak_gib'), '.2f')} | "
                      f"{fmt(r.get('compiled_gib'), '.2f')} | {fmt(wall, '.2f')} | {fmt(cpu, '.2f')} | "
                      f"{fmt(r.get('loss'), '.5f')} |")
     best = {}
     for r in rows:
-      if "error" not in r and r.get("tokens_per_s") and r["tokens_per_s"] > best.get(r["variant"], {}).get("tokens_per_s", 0):
+      beaten = best.get(r["variant"], {}).get("tokens_per_s", 0)
+      if "error" not in r and r.get("tokens_per_s") and r["tokens_per_s"] > beaten:
         best[r["variant"]] = r
     maxima = {r["variant"]: r for r in records if r.get("kind") == "max_batch" and r["pair"] == pair}
     lines += ["", "| variant | best tokens/s (batch) | MFU there | largest batch that fits | jaxlens best × |",
@@ -62,7 +64,8 @@ def report(records: list[dict]) -> str:
       largest = maxima.get(variant, {}).get("batch")
       ratio = best["jaxlens"]["tokens_per_s"] / r["tokens_per_s"] if "jaxlens" in best else None
       lines.append(f"| {variant} | {r['tokens_per_s']:,.0f} ({r['batch']}) | "
-                   f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(largest, 'd')} | {fmt(ratio, '.2f')} |")
+                   f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(largest, 'd')} | "
+                   f"{fmt(ratio, '.2f')} |")
     lines.append("")
   errors = [r for r in records if r.get("kind") == "error"]
   lines += [f"- worker error ({r['pair']}, {r['variant']}): {r['error']}" for r in errors]

@@ -45,7 +45,8 @@ class _Spec:
 
 
 def _sweep(spec: _Spec, hidden, unembed, labels, mask, with_grads: bool):
-  """One pass over token blocks: ``S`` and, if ``with_grads``, ``(dS/dhidden [N, D] f32, dS/dunembed [D, V_pad] f32)``."""
+  """One pass over token blocks: ``S``, and if ``with_grads`` also ``dS/dhidden`` ``[N, D]`` and ``dS/dunembed``
+  ``[D, V_pad]`` (float32)."""
   num_tokens, dim = hidden.shape
   padded_vocab = unembed.shape[1]
   block = min(spec.tile.block_tokens, num_tokens)
@@ -169,7 +170,8 @@ def linear_cross_entropy(
     if x.ndim != 2:
       raise ValueError(f"{name} must have rank 2, got shape {x.shape}")
   if hidden.shape[1] != unembed.shape[0]:
-    raise ValueError(f"hidden {hidden.shape} has D={hidden.shape[1]} but unembed {unembed.shape} has D={unembed.shape[0]}")
+    raise ValueError(f"hidden {hidden.shape} has D={hidden.shape[1]} but unembed {unembed.shape} has "
+                     f"D={unembed.shape[0]}")
   check_labels(labels, hidden.shape[:1])
   if mask is not None and jnp.shape(mask) != hidden.shape[:1]:
     raise ValueError(f"mask must have shape [N] = {hidden.shape[:1]}, got {jnp.shape(mask)}")
