@@ -45,17 +45,19 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def sampling_record(cfg: tconfig.TrainConfig) -> dict:
-  """The settings stored with every response (a resumed file must have been written with the same)."""
+  """The settings stored with every response, as JSON reads them back (a resumed file must hold the same)."""
   d = cfg.data
-  return {"teacher": dataclasses.asdict(cfg.teacher), "template": d.template, "max_prompt_len": d.max_prompt_len,
-          "max_new_tokens": d.new_tokens, "temperature": d.sample_temperature, "top_p": d.sample_top_p,
-          "seed": cfg.seed, "data": d.source, "split_seed": d.split_seed, "held_out_fraction": d.held_out_fraction}
+  settings = {"teacher": dataclasses.asdict(cfg.teacher), "template": d.template, "max_prompt_len": d.max_prompt_len,
+              "max_new_tokens": d.new_tokens, "temperature": d.sample_temperature, "top_p": d.sample_top_p,
+              "seed": cfg.seed, "data": d.source, "split_seed": d.split_seed, "held_out_fraction": d.held_out_fraction}
+  return json.loads(json.dumps(settings))  # tuples become lists, as in the file
 
 
 def training_prompts(cfg: tconfig.TrainConfig) -> list[dict[str, str]]:
   """The distinct training prompts ``{"instruction", "input"}`` in data order (after the held-out split)."""
   examples = jdata.load_instruction_data(cfg.data.source)
-  train, _ = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction, seed=cfg.data.split_seed)
+  train, _ = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction, seed=cfg.data.split_seed,
+                                  by=cfg.data.split)
   prompts = {prompt_key(e): None for e in train}
   return [{"instruction": i, "input": x} for i, x in prompts]
 

@@ -61,6 +61,7 @@ class RunResult:
   last_loss: float | None
   eval_losses: dict[int, float]
   checkpoint: str | None
+  eval_ce: dict[int, float] = dataclasses.field(default_factory=dict)  # held-out CE (only when alpha < 1)
 
 
 @dataclasses.dataclass
@@ -77,6 +78,7 @@ class Setup:
   train_iter: jdata.BatchIterator
   eval_rows: list
   pad_id: int
+  student_blocks: tuple[int, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- set-up
@@ -136,7 +138,7 @@ def build_data(cfg: tconfig.TrainConfig, vocab_size: int) -> tuple[jdata.BatchIt
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the models' vocabulary is {vocab_size}")
   examples = jdata.load_instruction_data(cfg.data.source)
   train, held_out = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction,
-                                         seed=cfg.data.split_seed)
+                                         seed=cfg.data.split_seed, by=cfg.data.split)
   if cfg.data.teacher_responses:
     train = teacher_responses_for(cfg, train)
   tok = lambda ex: jdata.tokenize_examples(ex, tokenizer, max_length=cfg.data.seq_len,  # noqa: E731
@@ -212,6 +214,7 @@ def run_facts(setup: Setup) -> dict:
           "student_model": dataclasses.asdict(setup.student.config),
           "layer_pairs": [[k, j] for k, j in zip(setup.objective.pairs.teacher_layers,
                                                   setup.objective.pairs.student_layers)],
+          "student_blocks": None if setup.student_blocks is None else list(setup.student_blocks),
           "jaxlens_version": __import__("jaxlens").__version__}
 
 
@@ -287,13 +290,15 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
                               f"{latest}); use resume=auto to continue it or another out_dir")
 
   teacher, student = build_models(cfg)
+  blocks = model_sources.student_blocks(dataclasses.asdict(cfg.student), teacher.config.num_layers)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers,
-                                                      student.config.num_layers))
+                                                      student.config.num_layers, blocks))
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
   schedule = learning_rate_schedule(cfg.optim, cfg.steps)
   state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer)
   train_iter, eval_rows, pad_id = build_data(cfg, teacher.config.vocab_size)
-  setup = Setup(cfg, mesh, teacher, student, objective, state, teacher_params, train_iter, eval_rows, pad_id)
+  setup = Setup(cfg, mesh, teacher, student, objective, state, teacher_params, train_iter, eval_rows, pad_id,
+                blocks)
 
   if latest is not None:
     state = resume(setup, manager, latest)
@@ -318,9 +323,13 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
       sums = got if sums is None else jax.tree.map(jnp.add, sums, got)
     record = logger.log(step, {k: float(v) for k, v in metric_dict(normalise(sums)).items()}, prefix="eval/")
     eval_losses[step] = record["eval/loss/total"]
-    logger.write(f"step {step}: held-out loss {eval_losses[step]:.4f}")
+    ce = f", CE {record['eval/loss/ce']:.4f}" if objective.uses_ce else ""
+    if objective.uses_ce:
+      eval_ce[step] = record["eval/loss/ce"]
+    logger.write(f"step {step}: held-out loss {eval_losses[step]:.4f}{ce}")
 
   eval_losses: dict[int, float] = {}
+  eval_ce: dict[int, float] = {}
   first_loss = last_loss = None
   interrupted = False
   if start == 0 and held_out:
@@ -367,7 +376,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   manager.close()
   logger.close()
   return RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses,
-                   None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)))
+                   None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final)), eval_ce)
 
 
 def save(setup: Setup, manager, state: dict, step: int, force: bool = False) -> None:
