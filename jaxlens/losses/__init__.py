@@ -29,6 +29,7 @@ from jaxlens.losses.layer_map import construction_layer_map
 from jaxlens.losses.layer_map import uniform_layer_map
 from jaxlens.losses.lens import TileConfig
 from jaxlens.losses.lens import lens_loss
+from jaxlens.losses.linear_cross_entropy import linear_cross_entropy
 from jaxlens.losses.mixture import mix
 from jaxlens.losses.per_token import AKLWeights
 from jaxlens.losses.reduction import masked_sum_and_count
@@ -57,6 +58,7 @@ __all__ = [
     "head_set",
     "jsd",
     "lens_loss",
+    "linear_cross_entropy",
     "masked_sum_and_count",
     "mix",
     "per_token",
