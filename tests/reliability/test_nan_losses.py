@@ -203,6 +203,26 @@ def test_vocab_parallel_lens_masked_poison():
   assert np.isnan(float(value_and_grad(_poison_hidden(sh, [0, 2, 3]), th)[0]))
 
 
+@pytest.mark.parametrize("implementation", ["tiled", "reference"])
+def test_linear_cross_entropy(implementation):
+  _, sh, _, sw, mask = _lens_inputs()
+  hidden = sh[0]
+  labels = np.arange(TOKENS, dtype=np.int32) % VOCAB
+  loss = functools.partial(losses.linear_cross_entropy, implementation=implementation,
+                           tile=losses.TileConfig(block_tokens=4, vocab_multiple=8))
+  value_and_grad = jax.jit(jax.value_and_grad(lambda h, w, m: loss(h, w, labels, m), argnums=(0, 1)))
+  masked = np.flatnonzero(~mask)
+  bad = hidden.copy()
+  bad[masked[0], 1], bad[masked[1]], bad[masked[2], 3] = np.nan, np.inf, -np.inf
+  value, (grad_h, grad_w) = value_and_grad(bad, sw, mask)
+  clean_value, (clean_grad_h, clean_grad_w) = value_and_grad(hidden, sw, mask)
+  np.testing.assert_array_equal(value, clean_value)
+  np.testing.assert_array_equal(grad_h[masked], 0.0)
+  np.testing.assert_array_equal(grad_h, clean_grad_h)
+  np.testing.assert_array_equal(grad_w, clean_grad_w)
+  assert np.isnan(float(value_and_grad(bad, sw, np.ones(TOKENS, bool))[0]))
+
+
 # ------------------------------------------------------------------------------- the issue's repro, and the bounds
 def test_issue_repro_values_are_nan_not_zero():
   teacher, student, _ = _clean(4)
