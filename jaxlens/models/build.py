@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -23,9 +26,14 @@ def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dt
     rngs: random streams (``rngs.params()`` draws the weights).
     dtype: compute dtype (e.g. ``jnp.bfloat16``); norms and softmax stay float32.
     param_dtype: parameter storage dtype (e.g. float32 master weights with bf16 compute).
-    remat: block rematerialisation: False/"none", True/"full", or "dots" (keep matmul outputs).
+    remat: block rematerialisation: False/"none", True/"block", or "dots" (keep matmul outputs).
 
   Returns:
     The model (an ``nnx.Module``); wrap in ``nnx.eval_shape`` to get only shapes.
   """
   return MODEL_CLASSES[cfg.family](cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat=remat)
+
+
+def num_params(model: CausalLM) -> int:
+  """How many parameters ``model`` holds (also for an abstract ``nnx.eval_shape`` model)."""
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

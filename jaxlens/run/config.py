@@ -153,7 +153,6 @@ class DataConfig:
 
 
 # ------------------------------------------------------------------------------------------------------ loss
-HEAD_RULES = ("official", "paper")
 LAYER_MAPS = ("uniform", "construction")
 IMPLEMENTATIONS = ("tiled", "reference")
 
@@ -192,7 +191,7 @@ class LossConfig:
   block_tokens: int = opt(1024, "tiled kernel: tokens per tile (live logits ~ 2 x block_tokens x V float32)")
 
   def validate(self) -> None:
-    from jaxlens.losses import DIVERGENCES
+    from jaxlens.losses import DIVERGENCES, HEAD_RULES
     _check(0.0 <= self.alpha <= 1.0, f"loss.alpha must be in [0, 1], got {self.alpha}")
     for name in self.output_divergences():
       _check(name in DIVERGENCES, f"loss.output_divergence: unknown divergence {name!r}; known: {sorted(DIVERGENCES)}")
@@ -255,20 +254,47 @@ class OptimConfig:
 
 
 # ------------------------------------------------------------------------------------------------- precision
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")  # jax.numpy dtype names
+REMAT = ("none", "block", "dots")
+ATTENTION = ("xla", "cudnn", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
 class PrecisionConfig:
-  """Compute and storage dtypes; master weights and optimizer state are always float32."""
+  """Compute and storage dtypes, rematerialisation and the attention kernel; master weights and optimizer state
+  are always float32."""
 
   compute: str = opt("float32", "activation / matmul dtype of both models: float32 | bfloat16")
   teacher_params: str = opt("float32", "storage dtype of the frozen teacher's weights: float32 | bfloat16")
-  remat: bool = opt(False, "rematerialise each student block in the backward pass (less memory, more compute)")
+  remat: str = opt("none", "student rematerialisation in the backward pass: none | block (keep each block's "
+                   "input, recompute the rest) | dots (also keep matmul outputs); true/false mean block/none")
+  attention: str = opt("xla", "attention kernel of both models: xla (any device) | cudnn (GPU flash attention, "
+                       "needs compute=bfloat16) | auto (cudnn on a GPU with compute=bfloat16, else xla)")
+
+  def __post_init__(self):  # the former boolean switch: true/false (YAML bools or strings) = block/none
+    flag = str(self.remat).lower()
+    if flag in ("true", "1", "yes", "false", "0", "no"):
+      object.__setattr__(self, "remat", "block" if flag in ("true", "1", "yes") else "none")
 
   def validate(self) -> None:
     _one_of("precision.compute", self.compute, DTYPES)
     _one_of("precision.teacher_params", self.teacher_params, DTYPES)
+    _one_of("precision.remat", self.remat, REMAT)
+    _one_of("precision.attention", self.attention, ATTENTION)
+    _check(self.attention != "cudnn" or self.compute == "bfloat16",
+           f"precision.attention=cudnn needs precision.compute=bfloat16, got {self.compute}")
+
+  @property
+  def compute_dtype(self):
+    """``compute`` as a ``jax.numpy`` dtype (the names of :data:`DTYPES` are ``jax.numpy`` attributes)."""
+    import jax.numpy as jnp
+    return getattr(jnp, self.compute)
+
+  @property
+  def teacher_params_dtype(self):
+    """``teacher_params`` as a ``jax.numpy`` dtype."""
+    import jax.numpy as jnp
+    return getattr(jnp, self.teacher_params)
 
 
 # -------------------------------------------------------------------------------------------------- parallel
@@ -544,6 +570,23 @@ def resolve(argv: Sequence[str]) -> TrainConfig:
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
   """JSON-able nested dict (tuples become lists); :func:`from_dict` inverts it."""
   return dataclasses.asdict(cfg)
+
+
+#: Keys added to :class:`TrainConfig` after runs were stored, with the value that reproduces how those runs behaved:
+#: a stored config without the key gets this value, not today's default (:func:`from_stored`).
+STORED_DEFAULTS = {"data.split": "example"}
+
+
+def from_stored(tree: Mapping[str, Any]) -> TrainConfig:
+  """The :class:`TrainConfig` of a run folder's stored config (:func:`to_dict` of any earlier version): keys it
+  lacks take their :data:`STORED_DEFAULTS` value, else the field default.
+
+  Raises:
+    ConfigError: on unknown keys or invalid values.
+  """
+  values = _flatten(tree, "stored config")
+  values = {**{k: v for k, v in STORED_DEFAULTS.items() if k not in values}, **values}
+  return build_config(TrainConfig, values, where="stored config")
 
 
 def from_dict(tree: Mapping[str, Any], cls: type = TrainConfig):

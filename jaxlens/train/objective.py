@@ -7,7 +7,9 @@
 
 with response mask m (``loss_mask``), N = Σ_t m_t over the *global* batch, and per token t:
 
-- CE: ``−log q_final(y_t)`` on the student's logits (computed only when α < 1).
+- CE: ``−log q_final(y_t)`` of the student (computed only when α < 1) through
+  :func:`jaxlens.losses.linear_cross_entropy` on the final normed hidden states and the student's unembedding,
+  so the tiled kernel never materialises the ``[N, V]`` student logits.
 - L_out: Σ_d D_d(p_final ‖ q_final) over the output divergences (``forward_kl+reverse_kl`` sums two), through
   :func:`jaxlens.losses.lens_loss` with one pair: the final *normed* hidden states and each model's own
   unembedding, so the ``[N, V]`` logits are never materialised by the tiled kernel.
@@ -38,7 +40,7 @@ import jax.numpy as jnp
 from jaxlens import losses
 from jaxlens.run.config import LossConfig
 
-def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int,
+def resolve_layer_pairs(cfg: LossConfig, num_teacher_layers: int, num_student_layers: int,
                         student_blocks: tuple[int, ...] | None = None) -> losses.LayerMap:
   """The configured lens pairs: the explicit lists, else the ``loss.layer_map`` rule with ``num_lens_pairs``.
 
@@ -48,7 +50,7 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
 
   Args:
     cfg: the ``loss`` group.
-    teacher_layers, student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
+    num_teacher_layers, num_student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
     student_blocks: the teacher block each student block was copied from (``None``: not built from the teacher).
 
   Raises:
@@ -57,17 +59,18 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
   """
   try:
     if cfg.teacher_layers:
-      return losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), teacher_layers, student_layers)
+      return losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), num_teacher_layers,
+                             num_student_layers)
     if cfg.layer_map == "construction":
       if student_blocks is None:
         raise ValueError("loss.layer_map=construction needs a student built from teacher blocks "
                          "(student.source=teacher_layers, or a run of one)")
-      return losses.construction_layer_map(student_blocks, teacher_layers, cfg.num_lens_pairs)
-    return losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
+      return losses.construction_layer_map(student_blocks, num_teacher_layers, cfg.num_lens_pairs)
+    return losses.uniform_layer_map(num_teacher_layers, num_student_layers, cfg.num_lens_pairs)
   except ValueError as e:
     raise ValueError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
                      f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
-                     f"teacher {teacher_layers} blocks, student {student_layers} blocks): {e}") from None
+                     f"teacher {num_teacher_layers} blocks, student {num_student_layers} blocks): {e}") from None
 
 
 def divergence_kwargs(name: str, cfg: LossConfig) -> dict[str, Any]:
@@ -117,12 +120,16 @@ class Objective:
   def uses_mse(self) -> bool:
     return self.cfg.alpha > 0.0 and self.cfg.feature_mse_weight > 0.0
 
-  def _pair_sum(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence):
-    """Σ_t m_t D(h^T_t W_T, h^S_t W_S) of one pair (``[N, D]`` hidden states), differentiable in the student."""
-    return losses.lens_loss(t_hidden[None], s_hidden[None], t_unembed, s_unembed, mask, divergence=divergence,
+  @property
+  def tile(self) -> losses.TileConfig:
+    return losses.TileConfig(block_tokens=self.cfg.block_tokens)
+
+  def _pair_sums(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence):
+    """``(Σ_i S_i, S)`` with S_i = Σ_t m_t D(h^T_it W_T, h^S_it W_S) over ``[P, N, D]`` hidden states: one kernel
+    sweep for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through Σ_i S_i."""
+    return losses.lens_loss(t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence=divergence,
                             divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
-                            implementation=self.cfg.implementation,
-                            tile=losses.TileConfig(block_tokens=self.cfg.block_tokens))
+                            implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True)
 
   def head_weight_sums(self, teacher_logits, student_logits, mask) -> dict[str, jax.Array]:
     """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) at the output, as masked sums
@@ -136,7 +143,7 @@ class Objective:
     return head_weight_histogram(weight, mask)
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
-           student_logits=None, teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
+           teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
     """The token-weighted numerators of every term and the token count of one (micro-)batch.
 
     Args:
@@ -144,7 +151,6 @@ class Objective:
         model (HF convention: ``[L]`` after the final norm).
       teacher_unembed ``[D_T, V]``, student_unembed ``[D_S, V]``: each model's LM head (``x @ W``).
       batch: a data ``Batch`` with ``labels [B, T]`` and ``loss_mask [B, T]``.
-      student_logits: ``[B, T, V]``, required when α < 1 (the CE term).
       teacher_norm, student_norm: each model's final norm, required when ``lens_norm``.
       projection: ``[D_T, D_S]`` feature-MSE projection, required when ``feature_mse_weight > 0``.
 
@@ -157,51 +163,52 @@ class Objective:
     """
     cfg = self.cfg
     mask = batch["loss_mask"].astype(jnp.float32)  # [B, T]
-    b, t = mask.shape
-    flat_mask = mask.reshape(b * t)
+    b, seq_len = mask.shape
+    flat_mask = mask.reshape(b * seq_len)
     teacher_hidden = jax.tree.map(jax.lax.stop_gradient, tuple(teacher_hidden))
     teacher_unembed = jax.lax.stop_gradient(teacher_unembed)
     zero = jnp.zeros((), jnp.float32)
     out = {"count": jnp.sum(flat_mask), "ce": zero, "output": zero, "lens": zero, "mse": zero}
 
+    flat = lambda h: h.reshape(b * seq_len, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
     if self.uses_ce:
-      if student_logits is None:
-        raise ValueError("loss.alpha < 1 needs the student's logits for the CE term")
-      out["ce"] = losses.cross_entropy(student_logits, batch["labels"], mask, reduction="sum")
+      out["ce"] = losses.linear_cross_entropy(flat(student_hidden[-1]), student_unembed,
+                                              batch["labels"].reshape(b * seq_len), flat_mask, reduction="sum",
+                                              implementation=cfg.implementation, tile=self.tile)
 
-    flat = lambda h: h.reshape(b * t, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
     if cfg.alpha > 0.0:
-      t_final, s_final = flat(teacher_hidden[-1]), flat(student_hidden[-1])
+      t_final, s_final = flat(teacher_hidden[-1])[None], flat(student_hidden[-1])[None]
       for name in cfg.output_divergences():
-        out["output"] = out["output"] + self._pair_sum(t_final, s_final, teacher_unembed, student_unembed,
-                                                       flat_mask, name)
+        out["output"] = out["output"] + self._pair_sums(t_final, s_final, teacher_unembed, student_unembed,
+                                                        flat_mask, name)[0]
       if "adaptive_kl" in cfg.output_divergences():
-        out.update(self.head_weight_sums(t_final @ teacher_unembed, s_final @ student_unembed, flat_mask))
+        out.update(self.head_weight_sums(t_final[0] @ teacher_unembed, s_final[0] @ student_unembed, flat_mask))
 
     if self.uses_lens:
-      # One kernel call per pair (the tiled kernel streams pair by pair anyway): each pair's sum is both
-      # differentiable and logged, and the reference bug's per-pair masks need no special path.
       p = self.pairs.num_pairs
-      masks = (reference_bug_masks(mask, p).reshape(p, b * t) if cfg.reference_mask_bug
-               else jnp.broadcast_to(flat_mask, (p, b * t)))
-      pair_sums = []
-      for i, (k, j) in enumerate(zip(self.pairs.teacher_layers, self.pairs.student_layers)):
-        t_h, s_h = teacher_hidden[k], student_hidden[j]
-        if cfg.lens_norm:
-          if teacher_norm is None or student_norm is None:
-            raise ValueError("loss.lens_norm=true needs both models' final norms")
-          t_h, s_h = jax.lax.stop_gradient(teacher_norm(t_h)), student_norm(s_h)
-        pair_sums.append(self._pair_sum(flat(t_h), flat(s_h), teacher_unembed, student_unembed, masks[i],
-                                        cfg.lens_divergence))
-      out["lens"] = sum(pair_sums) / p
-      out.update({f"lens_pair_{i}": s for i, s in enumerate(pair_sums)})
+      if cfg.lens_norm and (teacher_norm is None or student_norm is None):
+        raise ValueError("loss.lens_norm=true needs both models' final norms")
+      t_h = jnp.stack([flat(teacher_hidden[t]) for t in self.pairs.teacher_layers])  # [P, N, D_T]
+      s_h = jnp.stack([flat(student_hidden[s]) for s in self.pairs.student_layers])  # [P, N, D_S]
+      if cfg.lens_norm:
+        t_h, s_h = jax.lax.stop_gradient(teacher_norm(t_h)), student_norm(s_h)
+      if cfg.reference_mask_bug:  # the released code's per-pair masks: one kernel call per pair
+        masks = reference_bug_masks(mask, p).reshape(p, b * seq_len)
+        calls = [self._pair_sums(t_h[i:i + 1], s_h[i:i + 1], teacher_unembed, student_unembed, masks[i],
+                                 cfg.lens_divergence) for i in range(p)]
+        total, pair_sums = sum(c[0] for c in calls), jnp.concatenate([c[1] for c in calls])
+      else:  # every pair in one sweep of the kernel's P axis
+        total, pair_sums = self._pair_sums(t_h, s_h, teacher_unembed, student_unembed, flat_mask,
+                                           cfg.lens_divergence)
+      out["lens"] = total / p
+      out.update({f"lens_pair_{i}": pair_sums[i] for i in range(p)})
 
     if self.uses_mse:
       if projection is None:
         raise ValueError("loss.feature_mse_weight > 0 needs the learned projection")
-      per_pair = [jnp.mean(jnp.square(teacher_hidden[k].astype(jnp.float32) @ projection
-                                      - student_hidden[j].astype(jnp.float32)), axis=-1)  # [B, T]
-                  for k, j in zip(self.pairs.teacher_layers, self.pairs.student_layers)]
+      per_pair = [jnp.mean(jnp.square(teacher_hidden[t].astype(jnp.float32) @ projection
+                                      - student_hidden[s].astype(jnp.float32)), axis=-1)  # [B, T]
+                  for t, s in zip(self.pairs.teacher_layers, self.pairs.student_layers)]
       out["mse"] = jnp.mean(jnp.stack([jnp.sum(d * mask) for d in per_pair]))
 
     distill = out["output"] + cfg.lens_weight * out["lens"] + cfg.feature_mse_weight * out["mse"]
