@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 
 from jaxlens.run.checkpoints import CheckpointError
+from jaxlens.run.checkpoints import NonFiniteError
 from jaxlens.eval import generation as gen
 from jaxlens.eval import loading
 from jaxlens.eval import report as rp
@@ -209,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   try:
     setup = loading.load_setup(cfg)
+  except NonFiniteError as e:  # a NaN model is bad input, not a scoring result
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   except (ValueError, FileNotFoundError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlens import losses
+from jaxlens.run.config import ConfigError
 from jaxlens.run.config import LossConfig
 
 def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int) -> losses.LayerMap:
@@ -48,17 +49,44 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
     cfg: the ``loss`` group.
     teacher_layers, student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
 
+  A map of more pairs than either model has blocks, with a repeated pair, or with the degenerate pair (0, 0)
+  (both embedding outputs: no block on either side) is refused.
+
   Raises:
-    ValueError: on an index outside ``[0, L]`` (naming it and L) or lists of different lengths.
+    ConfigError (a ValueError): on an index outside ``[0, L]`` (naming it and L), lists of different lengths,
+      more pairs than blocks, a repeated pair or the pair (0, 0).
   """
   try:
     if cfg.teacher_layers:
-      return losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), teacher_layers, student_layers)
-    return losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
+      layer_map = losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), teacher_layers,
+                                  student_layers)
+    else:
+      layer_map = losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
+    pairs = list(zip(layer_map.teacher_layers, layer_map.student_layers))
+    if len(pairs) > min(teacher_layers, student_layers):
+      raise ValueError(f"{len(pairs)} pairs are more than the {min(teacher_layers, student_layers)} blocks of the "
+                       f"{'student' if student_layers <= teacher_layers else 'teacher'}")
+    repeated = sorted({p for p in pairs if pairs.count(p) > 1})
+    if repeated:
+      raise ValueError(f"pairs {repeated[:5]} appear more than once")
+    if (0, 0) in pairs:
+      raise ValueError("the pair (0, 0) compares the two embedding outputs (no block on either side)")
   except ValueError as e:
-    raise ValueError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
-                     f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
-                     f"teacher {teacher_layers} blocks, student {student_layers} blocks): {e}") from None
+    hint = "" if cfg.teacher_layers else f"; use at most loss.num_lens_pairs={_most_pairs(teacher_layers, student_layers)}"
+    raise ConfigError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
+                      f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
+                      f"teacher {teacher_layers} blocks, student {student_layers} blocks): {e}{hint}") from None
+  return layer_map
+
+
+def _most_pairs(teacher_layers: int, student_layers: int) -> int:
+  """The largest n whose uniform map has n distinct pairs, none of them (0, 0)."""
+  for n in range(min(teacher_layers, student_layers), 0, -1):
+    m = losses.uniform_layer_map(teacher_layers, student_layers, n)
+    pairs = list(zip(m.teacher_layers, m.student_layers))
+    if len(set(pairs)) == n and (0, 0) not in pairs:  # n ≤ both block counts by the range
+      return n
+  return 1
 
 
 def divergence_kwargs(name: str, cfg: LossConfig) -> dict[str, Any]:
