@@ -1,4 +1,4 @@
-"""The on-disk format of a training run's checkpoints (orbax), shared by training and evaluation.
+r"""The on-disk format of a training run's checkpoints (orbax), shared by training and evaluation.
 
 Format only: no training logic, no model code. A run folder ``<run>/`` holds ``checkpoints/<step>/`` with the
 items below; orbax writes each step to a temporary folder and renames it when complete (atomic: a crash

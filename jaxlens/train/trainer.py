@@ -153,13 +153,13 @@ def load_data(cfg: tconfig.TrainConfig) -> Data:
   """
   source = f"data.source={cfg.data.source!r}"
   try:
-    tokenizer = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer)
-  except (OSError, ValueError) as e:
-    raise tconfig.ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: {e}") from None
-  try:
     examples = jdata.load_instruction_data(cfg.data.source)
   except (OSError, ValueError, TypeError) as e:
     raise tconfig.ConfigError(f"{source}: {e}") from None
+  try:
+    tokenizer = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer)
+  except (OSError, ValueError) as e:
+    raise tconfig.ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: {e}") from None
   train, held_out = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction,
                                          seed=cfg.data.split_seed)
   digest = {"examples": len(examples), "contents": checkpoints.json_digest(examples),
@@ -390,10 +390,21 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
     eval_losses[step] = record["eval/loss/total"]
     logger.write(f"step {step}: held-out loss {format_value(eval_losses[step])}")
 
+  skipped_reported = 0
+
+  def read_guard(metrics) -> dict[str, int]:
+    """The step's guard counters (a host synchronisation: only when logging or saving); reports new skips."""
+    nonlocal skipped_reported
+    guard = {k: int(metrics[k]) for k in GUARD_KEYS}
+    if guard["skipped_steps"] > skipped_reported:
+      logger.write(f"step {step}: {guard['skipped_steps'] - skipped_reported} step(s) since the last report had a "
+                   f"non-finite loss or gradients and were not applied ({guard['skipped_steps']} in all)")
+      skipped_reported = guard["skipped_steps"]
+    return guard
+
   eval_losses: dict[int, float | None] = {}
   first_loss = last_loss = None
   interrupted, stop_reason, diverged = False, "", None
-  skipped_reported = 0
   if start == 0 and held_out:
     evaluate(0)
   window_t0, window_tokens, window_steps = time.time(), 0, 0
@@ -405,16 +416,9 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
       state, metrics = step_fn(state, teacher_params, to_global(local, batch_sharding))
       step += 1
       window_steps += 1
-      preempted = stop.requested or manager.reached_preemption(step)
-      log_now = step % cfg.log_every == 0 or step == cfg.steps or step == start + 1
-      save_now = (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or preempted
-      if log_now or save_now:  # the guard counters are read only here (a host synchronisation)
-        guard = {k: int(metrics[k]) for k in GUARD_KEYS}
-        if guard["skipped_steps"] > skipped_reported:
-          logger.write(f"step {step}: {guard['skipped_steps'] - skipped_reported} step(s) since the last report had "
-                       f"a non-finite loss or gradients and were not applied ({guard['skipped_steps']} in all)")
-          skipped_reported = guard["skipped_steps"]
-      if log_now:
+      guard = None
+      if step % cfg.log_every == 0 or step == cfg.steps or step == start + 1:
+        guard = read_guard(metrics)
         values = {k: float(v) for k, v in metrics.items()}  # float() waits for the step: timings are real
         elapsed = max(time.time() - window_t0, 1e-9)
         values["tokens_per_s"] = window_tokens / elapsed
@@ -424,12 +428,18 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
         last_loss = record["loss/total"]
         logger.progress(step, {"loss": values["loss/total"], "tok/s": values["tokens_per_s"]})
         window_t0, window_tokens, window_steps = time.time(), 0, 0
-      if (log_now or save_now) and guard["max_nonfinite_streak"] >= cfg.max_nonfinite_steps:
+      if guard is not None and guard["max_nonfinite_streak"] >= cfg.max_nonfinite_steps:
         diverged = step
         break
       if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and held_out:
         evaluate(step)
-      saved = save(setup, manager, state, step, guard, logger, force=preempted) if save_now else False
+      preempted = stop.requested or manager.reached_preemption(step)
+      if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or preempted:
+        guard = guard or read_guard(metrics)
+        if guard["max_nonfinite_streak"] >= cfg.max_nonfinite_steps:
+          diverged = step
+          break
+        saved = save(setup, manager, state, step, guard, logger, force=preempted)
       if preempted:
         interrupted, stop_reason = True, stop.reason or "preemption"
         logger.write(f"stop requested ({'SIGINT' if stop_reason == 'SIGINT' else 'SIGTERM/preemption'}): "
@@ -444,9 +454,9 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   logger.close()
   last = None if final is None else os.path.join(checkpoints.checkpoint_dir(out_dir), str(final))
   if diverged is not None:
-    raise DivergedError(f"training diverged: {guard['max_nonfinite_streak']} consecutive steps up to step "
-                        f"{diverged} had a non-finite loss or gradients (max_nonfinite_steps="
-                        f"{cfg.max_nonfinite_steps}); they were not applied and nothing was saved after them; "
+    raise DivergedError(f"training diverged: {guard['max_nonfinite_streak']} consecutive steps had a non-finite "
+                        f"loss or gradients (seen at step {diverged}; max_nonfinite_steps={cfg.max_nonfinite_steps}); "
+                        "they were not applied and nothing was saved after them; "
                         + (f"last good checkpoint: {last}" if last else "no checkpoint was saved") +
                         " (lower optim.lr or raise optim.warmup_steps)")
   return RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses, last, stop_reason)
