@@ -2,7 +2,7 @@
 
 from jaxlens.data.batching import BATCH_KEYS, Batch, collate, pack_rows
 from jaxlens.data.iterator import BatchIterator
-from jaxlens.data.prompt import TEMPLATES, format_prompt
+from jaxlens.data.prompt import TEMPLATES, chat_template, format_prompt
 from jaxlens.data.sources import chatterbot_examples, load_instruction_data, split_examples
 from jaxlens.data.tokenize import TokenizedExample, tokenize_examples
 
@@ -12,6 +12,7 @@ __all__ = [
   "BatchIterator",
   "TEMPLATES",
   "TokenizedExample",
+  "chat_template",
   "chatterbot_examples",
   "collate",
   "format_prompt",

@@ -10,6 +10,7 @@ The response text (``output``) is never part of the prompt; :mod:`jaxlens.data.t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 ALPACA_PROMPT = (
@@ -58,3 +59,29 @@ def format_prompt(example: Mapping[str, str], template: str = "chatml", *, syste
   user = f"{instruction}\n\n{context}" if context else instruction
   prefix = "" if system is None else CHATML_SYSTEM.format(system=system)
   return prefix + CHATML_PROMPT.format(user=user)
+
+
+def chat_template(template: str) -> str:
+  """The Jinja chat template (``tokenizer_config.json``'s ``chat_template``) that renders ``template``'s prompts.
+
+  For a conversation ``[{"role": "user", "content": c}]`` with ``add_generation_prompt=True``,
+  ``apply_chat_template`` gives exactly ``format_prompt({"instruction": c}, template)`` (ChatML: also with a
+  leading system turn). Assistant turns end with the EOS token the student learned (``<|im_end|>`` for ChatML,
+  ``eos_token`` for alpaca); the alpaca template has no system turn and raises on one.
+
+  Raises:
+    ValueError: for an unknown template.
+  """
+  if template not in TEMPLATES:
+    raise ValueError(f"unknown prompt template {template!r}; choose one of {TEMPLATES}")
+  if template == "chatml":
+    opening, closing = CHATML_SYSTEM.split("system\n{system}")  # "<|im_start|>", "<|im_end|>\n"
+    assistant = CHATML_PROMPT.split("{user}")[1].removeprefix(closing)  # "<|im_start|>assistant\n"
+    return ("{%- for message in messages %}{{ " + json.dumps(opening) + " + message['role'] + '\\n' + "
+            "message['content'] + " + json.dumps(closing) + " }}{%- endfor %}"
+            "{%- if add_generation_prompt %}{{ " + json.dumps(assistant) + " }}{%- endif %}")
+  before, after = ALPACA_PROMPT.split("{instruction}")
+  return ("{%- for message in messages %}{%- if message['role'] == 'user' %}{{ " + json.dumps(before)
+          + " + message['content'] + " + json.dumps(after) + " }}{%- elif message['role'] == 'assistant' %}"
+          "{{ message['content'] + eos_token }}{%- else %}{{ raise_exception('the alpaca template has only user "
+          "and assistant turns') }}{%- endif %}{%- endfor %}")

@@ -23,6 +23,9 @@ from jaxlens.run import checkpoints, model_sources
 #: The ``students=`` path of the untrained, teacher-initialised student.
 BASELINE = "baseline"
 
+#: ``students=name=hf:FOLDER``: an exported (or any) Hugging Face folder, scored on benchmark sets.
+HF_PREFIX = "hf:"
+
 #: Run-config groups that must agree between the students of one evaluation.
 SHARED_CONFIG = ("teacher", "student", "data")
 
@@ -167,7 +170,7 @@ def load_setup(cfg) -> EvalSetup:
   for name, model in students.items():
     check_finite(model, f"student {name!r} ({paths[name]})")
   data_cfg = reference.config["data"]
-  tokenizer = models.load_tokenizer(None if data_cfg["tokenizer"] == "smollm2" else data_cfg["tokenizer"])
+  tokenizer = model_sources.load_run_tokenizer(data_cfg)
   examples = held_out_examples(data_cfg)
   batches = held_out_batches(examples, tokenizer, data_cfg, batch_size=cfg.batch_size, num_batches=cfg.eval_batches)
   prompts = generation_set(examples, tokenizer, data_cfg, num_prompts=cfg.gen_examples)
@@ -178,3 +181,64 @@ def load_setup(cfg) -> EvalSetup:
       "held_out_examples": len(examples), "sequences": int(sum(np.asarray(b["loss_mask"]).any(1).sum() for b in batches)),
       "prompts": len(prompts.prompts)}
   return EvalSetup(teacher, students, batches, layer_pairs, prompts, description)
+
+
+class BenchmarkModels(NamedTuple):
+  """The models a benchmark evaluation samples from, each with its own tokenizer.
+
+  Attributes:
+    models: name → ``(model, tokenizer)``: every student in ``students=`` order, then ``"teacher"`` when a run
+      folder names one.
+    template: the prompt template (``template=``, else the runs' ``data.template``).
+    description: JSON-ready facts for the report (sources, runs' steps).
+  """
+
+  models: dict[str, tuple[models.CausalLM, Any]]
+  template: str
+  description: dict[str, Any]
+
+
+def load_benchmark_models(cfg) -> BenchmarkModels:
+  """Every student of an :class:`~jaxlens.eval.cli.EvalConfig` (run folders, ``baseline``, ``hf:FOLDER``) and the
+  runs' teacher, for sampling on benchmark sets.
+
+  Raises:
+    ValueError: ``baseline`` without a run folder, no template (neither ``template=`` nor a run folder), or run
+      folders with different teachers.
+    FileNotFoundError: a missing ``hf:`` folder or tokenizer.
+    jaxlens.run.checkpoints.CheckpointError: on a missing or unreadable run folder.
+  """
+  paths = cfg.student_paths()
+  runs = {name: path for name, path in paths.items() if path != BASELINE and not path.startswith(HF_PREFIX)}
+  if BASELINE in paths.values() and not runs:
+    raise ValueError(f"the {BASELINE!r} student is built from a run's config; name a run folder too")
+  teacher, loaded, infos = None, {}, {}
+  for name, path in runs.items():
+    run_teacher, loaded[name], infos[name] = model_sources.load_run_models(path)
+    teacher = run_teacher if teacher is None else teacher
+  reference = next(iter(infos.values()), None)
+  for name, info in infos.items():
+    if info.config["teacher"] != reference.config["teacher"]:
+      raise ValueError(f"run {runs[name]!r} has another teacher than {reference.path!r}; one evaluation compares "
+                       "students of one teacher")
+  template = cfg.template or (reference.config["data"]["template"] if reference else "")
+  if not template and cfg.prompt_from == "template":
+    raise ValueError("benchmark prompts need a template: pass template=chatml|alpaca or prompt_from=file (no run "
+                     "folder names one)")
+  run_tokenizer = model_sources.load_run_tokenizer(reference.config["data"]) if reference else None
+  out, sources = {}, {}
+  for name, path in paths.items():
+    if path.startswith(HF_PREFIX):
+      folder = path.removeprefix(HF_PREFIX)
+      out[name] = (models.from_pretrained(folder), models.load_tokenizer(folder))
+      sources[name] = {"hf": folder}
+    elif path == BASELINE:
+      out[name] = (model_sources.make_student(reference.config["student"], teacher), run_tokenizer)
+      sources[name] = {"baseline": reference.path}
+    else:
+      out[name] = (loaded[name], run_tokenizer)
+      sources[name] = {"run": infos[name].path, "step": infos[name].step}
+  if teacher is not None:
+    out["teacher"] = (teacher, run_tokenizer)
+    sources["teacher"] = {"teacher": reference.config["teacher"]}
+  return BenchmarkModels(out, template, {"models": sources, "template": template})

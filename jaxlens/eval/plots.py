@@ -135,7 +135,8 @@ def plot_all(report: dict, out_dir: str, training_logs: dict[str, str] | None = 
   paths = {}
   if lens_keys(report):
     paths["layer_profile"] = plot_layer_profile(report, os.path.join(out_dir, "layer_profile.png"))
-  paths["reliability"] = plot_reliability(report, os.path.join(out_dir, "reliability.png"))
+  if any("alignment" in s for s in report["students"].values()):  # benchmark-only reports have no alignment
+    paths["reliability"] = plot_reliability(report, os.path.join(out_dir, "reliability.png"))
   if training_logs:
     curves = plot_training_curves(training_logs, os.path.join(out_dir, "training_curves.png"))
     if curves:

@@ -9,8 +9,12 @@ The report document is
     "students": {name: {"layer_pairs": [[j, i], ...],
                         "alignment": {"output" | "lens/T{j}-S{i}":
                             {"metrics": {metric: {"mean", "ci_low", "ci_high"} | float}, "reliability": {...}}},
-                        "generation": {"rougeL": {"mean", "std", "per_seed"}, "sbert": {...}, "samples": [...]}}},
-    "teacher": {"generation": {...}}}
+                        "generation": {"rougeL": {"mean", "std", "per_seed"}, "sbert": {...}, "samples": [...]},
+                        "benchmarks": {set: {"rougeL": …, ["sbert": …,] "samples": [...]}}}},
+    "teacher": {"generation": {...}, "benchmarks": {...}}}
+
+A benchmark evaluation (``benchmark=``) has ``"benchmark_setup": {"models", "template", "sets"}`` instead of
+``"setup"``, and only ``"benchmarks"`` entries.
 
 Markdown cells are ``mean ± half-width`` of the 95% bootstrap interval (alignment; 4 and 2 significant
 digits) or ``mean ± std`` over sampling seeds (generation).
@@ -67,11 +71,15 @@ def markdown(report: dict, metrics: Sequence[str] = SUMMARY_METRICS, lens_metric
     Markdown text.
   """
   students = report["students"]
-  lines = _setup_lines(report) + ["## Teacher-forced alignment at the output", "",
-           "Masked token means ± half-width of the 95% bootstrap CI over sequences.", "",
-           "| student | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+  lines = _setup_lines(report) + _benchmark_lines(report)
+  if any("alignment" in s for s in students.values()):
+    lines += ["## Teacher-forced alignment at the output", "",
+              "Masked token means ± half-width of the 95% bootstrap CI over sequences.", "",
+              "| student | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
   for name, s in students.items():
-    m = s.get("alignment", {}).get(OUTPUT_KEY, {}).get("metrics", {})
+    if "alignment" not in s:
+      continue
+    m = s["alignment"].get(OUTPUT_KEY, {}).get("metrics", {})
     lines.append(f"| {name} | " + " | ".join(_cell(m.get(k)) for k in metrics) + " |")
   if "paired" in report:
     paired = report["paired"]
@@ -99,6 +107,24 @@ def markdown(report: dict, metrics: Sequence[str] = SUMMARY_METRICS, lens_metric
       lines.append(f"| {name} | " + " | ".join(_cell(al.get(k, {}).get("metrics", {}).get(lens_metric))
                                                  for k in keys) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _benchmark_lines(report: dict) -> list[str]:
+  """The benchmark table: one row per model, ``set metric`` columns of mean ± std over seeds (none if absent)."""
+  rows = list(report["students"].items()) + ([("teacher", report["teacher"])] if "teacher" in report else [])
+  columns = list(dict.fromkeys((b, m) for _, s in rows for b, scores in s.get("benchmarks", {}).items()
+                               for m in scores if m != "samples"))
+  if not columns:
+    return []
+  sets = report.get("benchmark_setup", {}).get("sets", {})
+  lines = ["## Instruction-following sets (×100, mean ± std over sampling seeds)", "",
+           "Sets: " + ", ".join(f"`{b}` ({sets.get(b, {}).get('examples', '?')} examples)" for b in
+                                dict.fromkeys(b for b, _ in columns)) + f"; seeds {report['config']['seeds']}.", "",
+           "| model | " + " | ".join(f"{b} {m}" for b, m in columns) + " |", "|---|" + "---:|" * len(columns)]
+  for name, s in rows:
+    lines.append(f"| {name} | " + " | ".join(_cell(s.get("benchmarks", {}).get(b, {}).get(m)) for b, m in columns)
+                 + " |")
+  return lines + [""]
 
 
 def _setup_lines(report: dict) -> list[str]:
@@ -147,6 +173,9 @@ def print_lines(report: dict) -> list[str]:
       if metric == "samples":
         continue
       lines.append(f"{name}/generation/{metric} {stat['mean']:.4f} (std {stat['std']:.4f})")
+    for bench, scores in s.get("benchmarks", {}).items():
+      lines += [f"{name}/benchmark/{bench}/{metric} {stat['mean']:.4f} (std {stat['std']:.4f})"
+                for metric, stat in scores.items() if metric != "samples"]
   return lines
 
 

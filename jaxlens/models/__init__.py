@@ -6,7 +6,7 @@ from jaxlens.models.config import ModelConfig
 from jaxlens.models.generate import generate
 from jaxlens.models.gguf import GGUFCheckpoint, clear_gguf_cache, load_gguf, read_gguf, smollm2_path
 from jaxlens.models.gpt2 import GPT2
-from jaxlens.models.hf_weights import from_pretrained, load_state_dict, read_safetensors
+from jaxlens.models.hf_weights import from_pretrained, load_state_dict, read_safetensors, to_state_dict
 from jaxlens.models.layers import REMAT_POLICIES, RematPolicy
 from jaxlens.models.llama import Llama
 from jaxlens.models.sharding import ShardingRules, param_partition_specs, shard_params
@@ -40,4 +40,5 @@ __all__ = [
     "shard_params",
     "smollm2_path",
     "student_from_teacher",
+    "to_state_dict",
 ]

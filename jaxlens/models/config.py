@@ -88,6 +88,33 @@ class ModelConfig:
                        f"supported: {SUPPORTED_ARCHITECTURES[model_type]}")
     return _from_gpt2(hf) if model_type == "gpt2" else _from_llama(hf)
 
+  def to_hf_config(self) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` dict of this architecture (the inverse of :meth:`from_hf_config`).
+
+    ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` fields only (no token ids, no dtype: the exporter adds them);
+    ``ModelConfig.from_hf_config(cfg.to_hf_config()) == cfg``. Llama's RoPE settings are written both as
+    transformers 5's ``rope_parameters`` and as v4's ``rope_theta`` / ``rope_scaling``.
+    """
+    if self.family == "gpt2":
+      return {"architectures": list(SUPPORTED_ARCHITECTURES["gpt2"]), "model_type": "gpt2",
+              "vocab_size": self.vocab_size, "n_embd": self.hidden_size, "n_layer": self.num_layers,
+              "n_head": self.num_heads, "n_inner": self.intermediate_size, "n_positions": self.max_position_embeddings,
+              "layer_norm_epsilon": self.norm_eps, "activation_function": self.activation,
+              "tie_word_embeddings": self.tie_word_embeddings, "initializer_range": self.initializer_range}
+    rope = {"rope_theta": self.rope_theta, "rope_type": self.rope_type}
+    if self.rope_type == "llama3":
+      rope.update(factor=self.rope_factor, low_freq_factor=self.rope_low_freq_factor,
+                  high_freq_factor=self.rope_high_freq_factor,
+                  original_max_position_embeddings=self.rope_original_max_position_embeddings)
+    return {"architectures": list(SUPPORTED_ARCHITECTURES["llama"]), "model_type": "llama",
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size, "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads, "head_dim": self.head_dim,
+            "intermediate_size": self.intermediate_size, "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.norm_eps, "hidden_act": self.activation, "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias, "mlp_bias": self.mlp_bias, "rope_parameters": rope,
+            "rope_theta": self.rope_theta, "rope_scaling": None if self.rope_type == "default" else dict(rope),
+            "initializer_range": self.initializer_range}
+
   @classmethod
   def gpt2_small(cls) -> ModelConfig:
     """GPT-2 small (124M): 12 layers, 768 hidden, 12 heads, vocab 50257, context 1024."""

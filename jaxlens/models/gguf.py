@@ -336,3 +336,108 @@ def load_gguf(path: str | os.PathLike | None = None, *, dtype=jnp.float32, param
   hf_config, hf_state, _ = read_gguf(path)
   cfg = ModelConfig.from_hf_config(hf_config)
   return load_state_dict(cfg, hf_state, dtype=dtype, param_dtype=param_dtype)
+
+
+#: ``write_gguf`` tensor types of the matrices (norms are always written as F32, as llama.cpp does).
+GGUF_TENSOR_TYPES = ("float32", "float16", "bfloat16")
+
+
+def _permute_rotary_rows(w: np.ndarray, num_heads: int) -> np.ndarray:
+  """llama.cpp's q/k row order from HF's: the inverse of :func:`_unpermute_rotary_rows`."""
+  return w.reshape(num_heads, 2, w.shape[0] // num_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _gguf_name(hf_name: str) -> str:
+  """The GGUF tensor name of an HF tensor name: :func:`_hf_name`'s tables read backwards."""
+  inverse = {hf: name for name, hf in _GLOBAL_TENSORS.items()}
+  if hf_name in inverse:
+    return inverse[hf_name]
+  _, _, index, rest = hf_name.split(".", 3)
+  return f"blk.{index}.{ {hf: name for name, hf in _LAYER_TENSORS.items()}[rest]}"
+
+
+def check_gguf_writable(hf_config: dict[str, Any]) -> None:
+  """Raise ``ValueError`` (naming the option) if :func:`read_gguf` could not read this architecture back.
+
+  GGUF export covers what the reader covers: Llama without attention/MLP biases and without RoPE scaling.
+  """
+  if hf_config.get("model_type") not in SUPPORTED_ARCHITECTURES:
+    raise ValueError(f"GGUF export supports the architectures {SUPPORTED_ARCHITECTURES}, got model_type "
+                     f"{hf_config.get('model_type')!r}")
+  unsupported = [key for key in ("attention_bias", "mlp_bias") if hf_config.get(key)]
+  if (hf_config.get("rope_parameters") or {}).get("rope_type", "default") != "default":
+    unsupported.append(f"rope_type={hf_config['rope_parameters']['rope_type']}")
+  if unsupported:
+    raise ValueError(f"GGUF export does not support {unsupported} (jaxlens's GGUF reader would not read them back)")
+
+
+def write_gguf(path: str | os.PathLike, hf_config: dict[str, Any], hf_state: dict[str, np.ndarray],
+               tokenizer: dict[str, Any], *, tensor_type: str = "float32", name: str = "jaxlens student") -> None:
+  """Write a llama GGUF file the way llama.cpp's converter does: the inverse of :func:`read_gguf`.
+
+  HF tensor names become GGUF names, the q/k rows are permuted for llama.cpp's rotary kernel, the
+  architecture goes into ``llama.*`` metadata and the tokenizer into ``tokenizer.ggml.*``. Matrices are
+  stored as ``tensor_type`` (F32, F16 or BF16), norms as F32. ``read_gguf(path)`` gives back ``hf_config``'s
+  architecture, the tokenizer and the tensors (exactly for float32; rounded to the stored type otherwise).
+
+  Args:
+    path: the file to write.
+    hf_config: ``config.json`` dict (:meth:`~jaxlens.models.ModelConfig.to_hf_config`).
+    hf_state: HF tensor name → array (:func:`~jaxlens.models.to_state_dict`); ``lm_head.weight`` only if untied.
+    tokenizer: the ``tokenizer.ggml.*`` fields (:func:`~jaxlens.models.tokenizer.gguf_tokenizer_metadata`).
+    tensor_type: one of :data:`GGUF_TENSOR_TYPES`.
+    name: ``general.name``.
+
+  Raises:
+    ValueError: on an unsupported architecture (:func:`check_gguf_writable`) or tensor type.
+  """
+  import gguf
+  from gguf.quants import quantize
+
+  check_gguf_writable(hf_config)
+  if tensor_type not in GGUF_TENSOR_TYPES:
+    raise ValueError(f"tensor_type must be one of {GGUF_TENSOR_TYPES}, got {tensor_type!r}")
+  arch, qtype = "llama", gguf.GGMLQuantizationType[{"float32": "F32", "float16": "F16", "bfloat16": "BF16"}[tensor_type]]
+  writer = gguf.GGUFWriter(str(path), arch)
+  writer.add_name(name)
+  writer.add_file_type({"float32": gguf.LlamaFileType.ALL_F32, "float16": gguf.LlamaFileType.MOSTLY_F16,
+                        "bfloat16": gguf.LlamaFileType.MOSTLY_BF16}[tensor_type])
+  writer.add_vocab_size(hf_config["vocab_size"])
+  writer.add_context_length(hf_config["max_position_embeddings"])
+  writer.add_embedding_length(hf_config["hidden_size"])
+  writer.add_feed_forward_length(hf_config["intermediate_size"])
+  writer.add_block_count(hf_config["num_hidden_layers"])
+  writer.add_head_count(hf_config["num_attention_heads"])
+  writer.add_head_count_kv(hf_config["num_key_value_heads"])
+  writer.add_key_length(hf_config["head_dim"])
+  writer.add_value_length(hf_config["head_dim"])
+  writer.add_rope_dimension_count(hf_config["head_dim"])
+  writer.add_rope_freq_base(hf_config["rope_parameters"]["rope_theta"])
+  writer.add_layer_norm_rms_eps(hf_config["rms_norm_eps"])
+  writer.add_tokenizer_model(tokenizer["model"])
+  if tokenizer["pre"]:
+    writer.add_tokenizer_pre(tokenizer["pre"])
+  writer.add_token_list(tokenizer["tokens"])
+  writer.add_token_types(tokenizer["token_types"])
+  writer.add_token_merges(tokenizer["merges"])
+  for key, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
+                   ("unknown_token_id", writer.add_unk_token_id), ("padding_token_id", writer.add_pad_token_id)):
+    if tokenizer[key] is not None:
+      add(tokenizer[key])
+  writer.add_add_bos_token(tokenizer["add_bos_token"])
+  if tokenizer["chat_template"]:
+    writer.add_chat_template(tokenizer["chat_template"])
+  for hf_name, value in hf_state.items():
+    w = np.asarray(value, np.float32)
+    if hf_name.endswith("q_proj.weight"):
+      w = _permute_rotary_rows(w, hf_config["num_attention_heads"])
+    elif hf_name.endswith("k_proj.weight"):
+      w = _permute_rotary_rows(w, hf_config["num_key_value_heads"])
+    if w.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+      writer.add_tensor(_gguf_name(hf_name), np.ascontiguousarray(w))
+    else:
+      writer.add_tensor(_gguf_name(hf_name), quantize(w, qtype), raw_dtype=qtype)
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()

@@ -84,6 +84,14 @@ RULES = {"gpt2": GPT2_RULES, "llama": LLAMA_RULES}
 IGNORED_KEYS = {"gpt2": (r"\.attn\.bias$", r"\.attn\.masked_bias$"), "llama": (r"\.rotary_emb\.inv_freq$",)}
 
 
+def _parse_layout(layout: str, ndim: int) -> tuple[list[list[str]], str]:
+  """``"(h k) d -> d h k"`` → HF axis groups ``[["h", "k"], ["d"]]`` and NNX axes ``"dhk"`` (``""``: identity)."""
+  if not layout:
+    return [[c] for c in "abcdefgh"[:ndim]], "abcdefgh"[:ndim]
+  src_text, dst = (part.strip() for part in layout.split("->"))
+  return [list(group.strip("()").replace(" ", "")) for group in re.findall(r"\([^)]*\)|\S", src_text)], dst.replace(" ", "")
+
+
 def rearrange(value: np.ndarray, layout: str, target_shape: tuple[int, ...], name: str) -> np.ndarray:
   """Reshape and permute an HF tensor into an NNX parameter shape following ``layout`` (``"src -> dst"``).
 
@@ -99,12 +107,7 @@ def rearrange(value: np.ndarray, layout: str, target_shape: tuple[int, ...], nam
   Raises:
     ValueError: if ``value.shape`` is not the shape the layout expects (naming the key and both shapes).
   """
-  if not layout:
-    src, dst = [[c] for c in "abcdefgh"[:len(target_shape)]], "abcdefgh"[:len(target_shape)]
-  else:
-    src_text, dst = (part.strip() for part in layout.split("->"))
-    src = [list(group.strip("()").replace(" ", "")) for group in re.findall(r"\([^)]*\)|\S", src_text)]
-    dst = dst.replace(" ", "")
+  src, dst = _parse_layout(layout, len(target_shape))
   size = dict(zip(dst, target_shape, strict=True))
   expected = tuple(math.prod(size[c] for c in group) for group in src)
   if tuple(value.shape) != expected:
@@ -112,6 +115,23 @@ def rearrange(value: np.ndarray, layout: str, target_shape: tuple[int, ...], nam
                      f"{expected} (layout {layout or 'identity'!r} into model shape {tuple(target_shape)})")
   flat = [c for group in src for c in group]
   return np.asarray(value).reshape([size[c] for c in flat]).transpose([flat.index(c) for c in dst])
+
+
+def to_hf_layout(value: np.ndarray, layout: str) -> np.ndarray:
+  """The inverse of :func:`rearrange`: an NNX parameter laid out as its HF tensor.
+
+  Args:
+    value: the NNX parameter (its shape fixes every letter's size).
+    layout: the rule's ``"hf axes -> nnx axes"`` (``""``: identity).
+
+  Returns:
+    ``value`` permuted and reshaped to the HF tensor's shape (``rearrange(to_hf_layout(v, l), l, v.shape, k) == v``).
+  """
+  src, dst = _parse_layout(layout, value.ndim)
+  size = dict(zip(dst, value.shape, strict=True))
+  flat = [c for group in src for c in group]
+  return np.asarray(value).transpose([dst.index(c) for c in flat]).reshape(
+      [math.prod(size[c] for c in group) for group in src])
 
 
 def _expand_rules(cfg: ModelConfig) -> dict[str, Rule]:
@@ -179,6 +199,31 @@ def load_state_dict(cfg: ModelConfig, hf_state: Mapping[str, np.ndarray], *, dty
     raise ValueError(f"{len(missing)} model parameters were not in the checkpoint: "
                      f"{[f'{p} (HF {hf_names.get(p)})' for p in missing[:20]]}")
   return nnx.merge(graphdef, state)
+
+
+def to_state_dict(model: CausalLM) -> dict[str, np.ndarray]:
+  """The model's parameters as Hugging Face tensors: :data:`RULES` read backwards (inverse of :func:`load_state_dict`).
+
+  Every parameter is named by its rule's HF key and laid out with :func:`to_hf_layout`, in its stored dtype;
+  a tied model has no ``lm_head.weight`` (as ``save_pretrained`` writes it).
+
+  Args:
+    model: a GPT-2 or Llama model.
+
+  Returns:
+    HF key → numpy array, in rule order (``load_state_dict(model.config, to_state_dict(model))`` rebuilds
+    ``model`` bit for bit).
+
+  Raises:
+    ValueError: if a model parameter has no rule (naming it).
+  """
+  by_path = {rule.nnx_path: rule for rule in _expand_rules(model.config).values()}
+  params = {".".join(map(str, path)): var.get_value() for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  unmapped = sorted(set(params) - set(by_path))
+  if unmapped:
+    raise ValueError(f"{len(unmapped)} {model.config.family} parameters have no HF name: {unmapped[:20]}")
+  return {rule.hf_key: to_hf_layout(np.asarray(params[path]), rule.layout)
+          for path, rule in by_path.items() if path in params}
 
 
 def read_safetensors(folder: str) -> dict[str, np.ndarray]:

@@ -181,3 +181,74 @@ def load_tokenizer(source: str | os.PathLike | None = None) -> Tokenizer:
   if path.is_file():
     return _from_gguf(path)
   raise FileNotFoundError(f"tokenizer source not found: {path}")
+
+
+def save_hf_tokenizer(tokenizer: Tokenizer, folder: str | os.PathLike, *, chat_template: str | None = None,
+                      model_max_length: int | None = None) -> list[str]:
+  """Write ``tokenizer`` as a Hugging Face fast tokenizer (the inverse of loading a folder).
+
+  ``tokenizer.json`` is the backend itself; ``tokenizer_config.json`` names the class
+  (``PreTrainedTokenizerFast``, no custom code), the BOS/EOS/padding tokens, no automatic BOS/EOS, and
+  ``chat_template``; ``special_tokens_map.json`` repeats the special tokens for older readers. Both
+  :func:`load_tokenizer` and ``transformers.AutoTokenizer`` read the folder back with the same ids.
+
+  Args:
+    tokenizer: the tokenizer.
+    folder: an existing folder.
+    chat_template: a Jinja chat template (e.g. :func:`jaxlens.data.chat_template`), or None.
+    model_max_length: the longest sequence the model takes, or None.
+
+  Returns:
+    the written file names.
+  """
+  folder = pathlib.Path(folder)
+  tokenizer.backend.save(str(folder / "tokenizer.json"))
+  names = {key: tokenizer.backend.id_to_token(token_id)
+           for key, token_id in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id),
+                                 ("pad_token", tokenizer.pad_id)) if token_id is not None}
+  config = {"tokenizer_class": "PreTrainedTokenizerFast", **names, "add_bos_token": False, "add_eos_token": False,
+            "clean_up_tokenization_spaces": False}
+  if model_max_length is not None:
+    config["model_max_length"] = model_max_length
+  if chat_template is not None:
+    config["chat_template"] = chat_template
+  (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+  (folder / "special_tokens_map.json").write_text(json.dumps(names, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+  return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def _gguf_pre_tokenizer(spec: dict | None) -> str:
+  """llama.cpp's ``tokenizer.ggml.pre`` name of a byte-level pre-tokenizer (the inverse of :func:`_byte_level_bpe`)."""
+  parts = [] if spec is None else spec.get("pretokenizers", [spec])
+  kinds = [(p["type"], p.get("individual_digits")) for p in parts]
+  names = {(("ByteLevel", None),): "gpt2", (("Digits", True), ("ByteLevel", None)): "smollm"}
+  if tuple(kinds) not in names:
+    raise ValueError(f"no GGUF pre-tokenizer matches {spec}; jaxlens writes byte-level BPE ('gpt2' or 'smollm')")
+  return names[tuple(kinds)]
+
+
+def gguf_tokenizer_metadata(tokenizer: Tokenizer, *, chat_template: str | None = None) -> dict:
+  """The ``tokenizer.ggml.*`` metadata of a byte-level BPE tokenizer (the dict :func:`read_gguf_tokenizer` returns).
+
+  Tokens in id order, merges as ``"a b"``, the special added tokens as control tokens (type 3), the others
+  normal (type 1); ``pre`` from the pre-tokenizer (``"smollm"``: digits split off first; ``"gpt2"``).
+
+  Raises:
+    ValueError: if the tokenizer is not a byte-level BPE, or its ids have gaps.
+  """
+  spec = json.loads(tokenizer.backend.to_str())
+  if spec["model"]["type"] != "BPE" or (spec.get("decoder") or {}).get("type") != "ByteLevel":
+    raise ValueError(f"GGUF export needs a byte-level BPE tokenizer, got model {spec['model']['type']!r} "
+                     f"with decoder {(spec.get('decoder') or {}).get('type')!r}")
+  by_id = {i: token for token, i in tokenizer.backend.get_vocab(with_added_tokens=True).items()}
+  if sorted(by_id) != list(range(len(by_id))):
+    raise ValueError(f"the tokenizer's ids are not contiguous (0 … {max(by_id)} for {len(by_id)} tokens)")
+  special = {t["id"] for t in spec["added_tokens"] if t["special"]}
+  merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+  return {"model": "gpt2", "pre": _gguf_pre_tokenizer(spec.get("pre_tokenizer")),
+          "tokens": [by_id[i] for i in range(len(by_id))],
+          "token_types": [_CONTROL_TOKEN_TYPE if i in special else 1 for i in range(len(by_id))], "merges": merges,
+          "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+          "unknown_token_id": tokenizer.backend.token_to_id(spec["model"]["unk_token"] or ""),
+          "padding_token_id": tokenizer.pad_id, "add_bos_token": False, "chat_template": chat_template}

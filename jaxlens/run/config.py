@@ -11,6 +11,10 @@ always win whatever their position (``tiny steps=6 fkl`` = ``tiny fkl steps=6``)
 Keys are dotted (``loss.alpha``, ``optim.lr``, ``parallel.tensor``); top-level keys (``steps``, ``seed``,
 ``out_dir``, ``batch_size``, …) have no dot. Unknown keys, wrong types and invalid values raise
 :class:`ConfigError` with the offending key, value and the accepted ones.
+
+The parser (:func:`flat_fields`, :func:`build_config`, :func:`help_text`, :func:`from_dict`) takes the config
+class as its first argument, so every CLI of jaxlens (``train.py``, ``eval.py``) parses and documents its
+frozen dataclass the same way.
 """
 
 from __future__ import annotations
@@ -98,6 +102,16 @@ class DataConfig:
   max_prompt_len: int = opt(48, "prompts longer than this are dropped")
   held_out_fraction: float = opt(0.1, "share of examples held out (content-hash split) for eval losses")
   split_seed: int = opt(0, "seed of the train / held-out split (shared by every run of a comparison)")
+  on_policy_fraction: float = opt(0.0, "lambda: each step, each row's response is sampled by the current student "
+                                  "with this probability (GKD; 0 = off-policy, 1 = fully on-policy)")
+  max_new_tokens: int = opt(0, "most tokens of a sampled response (0 = seq_len - max_prompt_len); "
+                            "max_prompt_len + max_new_tokens must fit in seq_len")
+  sample_temperature: float = opt(1.0, "temperature of on-policy / teacher-response sampling (0 = greedy)")
+  sample_top_p: float = opt(1.0, "nucleus mass of on-policy / teacher-response sampling (1 = off)")
+  sampling_dtype: str = opt("auto", "compute dtype of on-policy sampling: auto (bfloat16 on GPU/TPU, else "
+                            "precision.compute) | float32 | bfloat16")
+  teacher_responses: str = opt("", "SeqKD: a JSONL of teacher responses to the training prompts (written by "
+                               "python -m jaxlens.train.teacher_responses) replacing the dataset's responses")
 
   def validate(self) -> None:
     from jaxlens.data import TEMPLATES
@@ -109,6 +123,21 @@ class DataConfig:
            f"data.max_prompt_len must be in [1, data.seq_len={self.seq_len}), got {self.max_prompt_len}")
     _check(0.0 < self.held_out_fraction < 1.0,
            f"data.held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+    _check(0.0 <= self.on_policy_fraction <= 1.0,
+           f"data.on_policy_fraction must be in [0, 1], got {self.on_policy_fraction}")
+    _check(self.max_new_tokens >= 0, f"data.max_new_tokens must be >= 0, got {self.max_new_tokens}")
+    _check(self.max_prompt_len + self.max_new_tokens <= self.seq_len,
+           f"data.max_new_tokens={self.max_new_tokens} leaves no room: data.max_prompt_len={self.max_prompt_len} + "
+           f"max_new_tokens must be <= data.seq_len={self.seq_len} (at most "
+           f"{self.seq_len - self.max_prompt_len}, or 0 for that)")
+    _check(self.sample_temperature >= 0, f"data.sample_temperature must be >= 0, got {self.sample_temperature}")
+    _check(0.0 < self.sample_top_p <= 1.0, f"data.sample_top_p must be in (0, 1], got {self.sample_top_p}")
+    _one_of("data.sampling_dtype", self.sampling_dtype, ("auto", "float32", "bfloat16"))
+
+  @property
+  def new_tokens(self) -> int:
+    """The sampled response budget: ``max_new_tokens``, or ``seq_len − max_prompt_len`` when 0."""
+    return self.max_new_tokens or self.seq_len - self.max_prompt_len
 
 
 # ------------------------------------------------------------------------------------------------------ loss
@@ -313,30 +342,42 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ flat key access
-def _groups(cls=TrainConfig) -> dict[str, type]:
+# The parser below works for any frozen dataclass whose fields are int, float, bool, str, tuple[int, ...] or
+# (one level deep) another such dataclass: TrainConfig here, EvalConfig in jaxlens.eval.cli.
+TRAIN_COMMAND = "python train.py"
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+  return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _groups(cls: type) -> dict[str, type]:
+  """The fields of ``cls`` that are themselves dataclasses (``loss`` → :class:`LossConfig`)."""
   hints = typing.get_type_hints(cls)
   return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
 
 
-def flat_fields() -> dict[str, tuple[Any, Any, str]]:
-  """Every settable key → ``(type, default, help)``, in declaration order (``loss.alpha``, ``steps``, …)."""
+def flat_fields(cls: type = TrainConfig) -> dict[str, tuple[Any, Any, str]]:
+  """Every settable key of ``cls`` → ``(type, default, help)``, in declaration order (``loss.alpha``, ``steps``).
+
+  Defaults come from the field declarations (``cls`` is never instantiated); help from ``opt(..., help)``.
+  """
   out = {}
-  default = TrainConfig()
-  hints = typing.get_type_hints(TrainConfig)
-  for f in dataclasses.fields(TrainConfig):
+  hints = typing.get_type_hints(cls)
+  for f in dataclasses.fields(cls):
     if dataclasses.is_dataclass(hints[f.name]):
+      group_default = _field_default(f)
       sub_hints = typing.get_type_hints(hints[f.name])
       for g in dataclasses.fields(hints[f.name]):
-        out[f"{f.name}.{g.name}"] = (sub_hints[g.name], getattr(getattr(default, f.name), g.name),
-                                     g.metadata.get("help", ""))
+        out[f"{f.name}.{g.name}"] = (sub_hints[g.name], getattr(group_default, g.name), g.metadata.get("help", ""))
     else:
-      out[f.name] = (hints[f.name], getattr(default, f.name), f.metadata.get("help", ""))
+      out[f.name] = (hints[f.name], _field_default(f), f.metadata.get("help", ""))
   return out
 
 
-def _unknown(key: str, known: Sequence[str]) -> ConfigError:
+def _unknown(key: str, known: Sequence[str], command: str) -> ConfigError:
   close = difflib.get_close_matches(key, known, n=3)
-  hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else "; see python train.py --help"
+  hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; see {command} --help"
   return ConfigError(f"unknown config key {key!r}{hint}")
 
 
@@ -378,9 +419,9 @@ def _convert(key: str, kind: Any, raw: Any) -> Any:
   raise TypeError(f"unsupported config field type {kind!r} for {key}")
 
 
-def _flatten(tree: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _flatten(tree: Mapping[str, Any], where: str, cls: type = TrainConfig) -> dict[str, Any]:
   """Nested YAML mapping → ``{"loss.alpha": 0.5, "steps": 6}``; groups must be mappings."""
-  groups = _groups()
+  groups = _groups(cls)
   out = {}
   for key, value in tree.items():
     if key in groups:
@@ -426,26 +467,32 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
   return values
 
 
-def build_config(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
-  """A validated :class:`TrainConfig` from flat ``key → raw value`` pairs (strings or YAML scalars).
+def build_config(cls: type, values: Mapping[str, Any], where: str = "config", command: str = TRAIN_COMMAND):
+  """A validated ``cls`` (a frozen config dataclass) from flat ``key → raw value`` pairs (strings or YAML scalars).
+
+  Keys not given keep the field defaults; ``cls.validate()`` runs when ``cls`` has one. ``command`` names the
+  CLI whose ``--help`` an unknown key without a close match points to.
 
   Raises:
-    ConfigError: on an unknown key (with close matches), a value of the wrong type or an invalid value.
+    ConfigError: on an unknown key (with close matches), a value of the wrong type or an invalid value
+      (prefixed with ``where``).
   """
-  fields = flat_fields()
-  top, groups = {}, {name: {} for name in _groups()}
+  fields = flat_fields(cls)
+  groups = _groups(cls)
+  top, nested = {}, {name: {} for name in groups}
   for key, raw in values.items():
     if key not in fields:
-      raise _unknown(key, list(fields))
+      raise _unknown(key, list(fields), command)
     value = _convert(key, fields[key][0], raw)
     group, _, name = key.rpartition(".")
-    (groups[group] if group else top)[name] = value
-  base = TrainConfig()
+    (nested[group] if group else top)[name] = value
   kwargs = dict(top)
-  for name, overrides in groups.items():
-    kwargs[name] = dataclasses.replace(getattr(base, name), **overrides)
+  for f in dataclasses.fields(cls):
+    if f.name in groups:
+      kwargs[f.name] = dataclasses.replace(_field_default(f), **nested[f.name])
   try:
-    return TrainConfig(**kwargs).validate()
+    cfg = cls(**kwargs)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg
   except ConfigError as e:
     raise ConfigError(f"{where}: {e}") from None
 
@@ -482,7 +529,7 @@ def resolve(argv: Sequence[str]) -> TrainConfig:
     values.update(load_preset(name))
   values["preset"] = "+".join(presets)
   values.update(parse_overrides(overrides))
-  return build_config(values, where=f"presets {presets} + overrides")
+  return build_config(TrainConfig, values, where=f"presets {presets} + overrides")
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -490,23 +537,30 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 
 
-def from_dict(tree: Mapping[str, Any]) -> TrainConfig:
-  """The :class:`TrainConfig` of a nested dict written by :func:`to_dict`.
+def from_dict(tree: Mapping[str, Any], cls: type = TrainConfig):
+  """The ``cls`` (default :class:`TrainConfig`) of a nested dict written by :func:`to_dict`.
 
   Raises:
     ConfigError: on unknown keys or invalid values.
   """
-  return build_config(_flatten(tree, "stored config"), where="stored config")
+  return build_config(cls, _flatten(tree, "stored config", cls), where="stored config")
 
 
-def help_text() -> str:
-  """Every option, its type, default and meaning; plus the presets."""
-  lines = ["usage: python train.py [PRESET ...] [key=value ...]   (presets in order, then every key=value)", "",
-           f"presets (configs/*.yaml; default {DEFAULT_PRESET!r}): {', '.join(available_presets())}", "",
-           "options (key  type  default  meaning):"]
+def help_text(cls: type = TrainConfig, usage: str | None = None, top_group: str = "run") -> str:
+  """Every option of ``cls``: its key, type, default and meaning, grouped; after ``usage``.
+
+  Args:
+    cls: the config dataclass (its fields' ``opt(..., help)`` texts are shown).
+    usage: the lines above the options; default: train.py's usage and the presets.
+    top_group: the heading of the keys without a dot.
+  """
+  if usage is None:
+    usage = (f"usage: {TRAIN_COMMAND} [PRESET ...] [key=value ...]   (presets in order, then every key=value)\n\n"
+             f"presets (configs/*.yaml; default {DEFAULT_PRESET!r}): {', '.join(available_presets())}")
+  lines = [usage, "", "options (key  type  default  meaning):"]
   group = None
-  for key, (kind, default, text) in flat_fields().items():
-    head = key.rpartition(".")[0] or "run"
+  for key, (kind, default, text) in flat_fields(cls).items():
+    head = key.rpartition(".")[0] or top_group
     if head != group:
       group = head
       lines.append(f"  [{group}]")

@@ -57,6 +57,15 @@ def load_teacher(spec: Mapping[str, Any], *, dtype=jnp.float32, param_dtype=jnp.
   raise ValueError(f"teacher.source must be smollm2, hf or random, got {source!r}")
 
 
+def load_run_tokenizer(data_spec: Mapping[str, Any]) -> models.Tokenizer:
+  """The tokenizer of a run's ``data.*`` group: ``tokenizer="smollm2"`` is the teacher GGUF's, else a file or folder.
+
+  Raises:
+    FileNotFoundError: if the GGUF, file or folder is missing.
+  """
+  return models.load_tokenizer(None if data_spec["tokenizer"] == "smollm2" else data_spec["tokenizer"])
+
+
 def with_remat(model: models.CausalLM, remat: bool) -> models.CausalLM:
   """``model`` (same parameters) with block rematerialisation on or off."""
   policy = "full" if remat else "none"
@@ -97,6 +106,27 @@ def cast_params(model: models.CausalLM, dtype) -> models.CausalLM:
   return model
 
 
+def load_run_student(run_dir: str, *, step: int | None = None, dtype=jnp.float32):
+  """A training run's ``(student, info)``: the stored ``ModelConfig`` with the checkpoint's parameters (the teacher
+  is not built); ``info`` is :func:`jaxlens.run.checkpoints.read_run`'s.
+
+  Raises:
+    jaxlens.run.checkpoints.CheckpointError: no / unreadable / incompatible checkpoint.
+  """
+  info = checkpoints.read_run(run_dir, step)
+  student = models.build_model(models.ModelConfig(**info.run["student_model"]), rngs=nnx.Rngs(0), dtype=dtype)
+  target = {"student": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                    nnx.to_pure_dict(nnx.state(student, nnx.Param)))}
+  if info.config["loss"]["feature_mse_weight"] > 0:  # the feature-MSE projection is trained alongside
+    target["projection"] = jax.ShapeDtypeStruct((info.run["teacher_model"]["hidden_size"], student.config.hidden_size),
+                                                jnp.float32)
+  params = checkpoints.read_params(run_dir, target, step=info.step)
+  state = nnx.state(student, nnx.Param)
+  nnx.replace_by_pure_dict(state, params["student"])
+  nnx.update(student, state)
+  return student, info
+
+
 def load_run_models(run_dir: str, *, step: int | None = None, dtype=jnp.float32):
   """A training run's ``(teacher, student, info)``: the teacher rebuilt from its source, the student from the
   stored ``ModelConfig`` with the checkpoint's parameters; ``info`` is :func:`jaxlens.run.checkpoints.read_run`'s.
@@ -104,16 +134,5 @@ def load_run_models(run_dir: str, *, step: int | None = None, dtype=jnp.float32)
   Raises:
     jaxlens.run.checkpoints.CheckpointError: no / unreadable / incompatible checkpoint.
   """
-  info = checkpoints.read_run(run_dir, step)
-  teacher = load_teacher(info.config["teacher"], dtype=dtype)
-  student = models.build_model(models.ModelConfig(**info.run["student_model"]), rngs=nnx.Rngs(0), dtype=dtype)
-  target = {"student": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                    nnx.to_pure_dict(nnx.state(student, nnx.Param)))}
-  if info.config["loss"]["feature_mse_weight"] > 0:  # the feature-MSE projection is trained alongside
-    target["projection"] = jax.ShapeDtypeStruct((teacher.config.hidden_size, student.config.hidden_size),
-                                                jnp.float32)
-  params = checkpoints.read_params(run_dir, target, step=info.step)
-  state = nnx.state(student, nnx.Param)
-  nnx.replace_by_pure_dict(state, params["student"])
-  nnx.update(student, state)
-  return teacher, student, info
+  student, info = load_run_student(run_dir, step=step, dtype=dtype)
+  return load_teacher(info.config["teacher"], dtype=dtype), student, info

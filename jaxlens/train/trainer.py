@@ -34,6 +34,8 @@ from flax import nnx
 
 from jaxlens.run import checkpoints
 from jaxlens import data as jdata
+from jaxlens.data.teacher_responses import read_teacher_responses
+from jaxlens.data.teacher_responses import with_teacher_responses
 from jaxlens.run import model_sources
 from jaxlens import models
 from jaxlens.parallel import distributed
@@ -53,6 +55,7 @@ from jaxlens.train.step import make_train_step
 from jaxlens.train.step import metric_dict
 from jaxlens.train.metrics import MetricsLogger
 from jaxlens.train.metrics import format_value
+from jaxlens.train import on_policy
 
 # Keys that may differ between a checkpoint's config and the resuming run: they change where and how often
 # things are written or how the devices are arranged, never the numbers of the run.
@@ -157,12 +160,14 @@ def load_data(cfg: tconfig.TrainConfig) -> Data:
   except (OSError, ValueError, TypeError) as e:
     raise tconfig.ConfigError(f"{source}: {e}") from None
   try:
-    tokenizer = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer)
+    tokenizer = model_sources.load_run_tokenizer(dataclasses.asdict(cfg.data))
   except (OSError, ValueError) as e:
     raise tconfig.ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: {e}") from None
   train, held_out = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction,
                                          seed=cfg.data.split_seed)
-  digest = {"examples": len(examples), "contents": checkpoints.json_digest(examples),
+  if cfg.data.teacher_responses:
+    train = teacher_responses_for(cfg, train)
+  digest = {"examples": len(examples), "contents": checkpoints.json_digest([examples, train]),
             "split": checkpoints.json_digest(held_out)}
   tok = lambda ex: jdata.tokenize_examples(ex, tokenizer, max_length=cfg.data.seq_len,  # noqa: E731
                                            max_prompt_length=cfg.data.max_prompt_len, template=cfg.data.template)
@@ -217,6 +222,18 @@ def check_out_dir(out_dir: str) -> None:
       pass
   except OSError as e:
     raise tconfig.ConfigError(f"out_dir={out_dir!r} is not usable: {e.strerror or e}") from None
+
+
+def teacher_responses_for(cfg: tconfig.TrainConfig, train: list) -> list:
+  """SeqKD: the training examples with the teacher's responses of ``data.teacher_responses``.
+
+  Raises:
+    ConfigError: the file is missing or malformed, or its prompts differ from the training prompts.
+  """
+  try:
+    return with_teacher_responses(train, read_teacher_responses(cfg.data.teacher_responses))
+  except (OSError, ValueError) as e:
+    raise tconfig.ConfigError(f"data.teacher_responses={cfg.data.teacher_responses}: {e}") from None
 
 
 def eval_batches(setup: Setup) -> list[dict]:
@@ -379,6 +396,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
                     donate_argnums=0, out_shardings=(state_shardings, pmesh.replicated(mesh)))
   eval_fn = jax.jit(make_eval_sums(objective, s_parts, t_parts, cfg.grad_accum))
   batch_sharding = pmesh.batch_sharding(mesh)
+  mixer = on_policy.run_mixer(cfg, student, mesh)
   held_out = [to_global(b, batch_sharding) for b in eval_batches(setup)]
 
   def evaluate(step):
@@ -412,8 +430,13 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
     step = start
     while step < cfg.steps:
       local = next(setup.train_iter)
-      window_tokens += int(local["attention_mask"].sum()) * jax.process_count()
-      state, metrics = step_fn(state, teacher_params, to_global(local, batch_sharding))
+      batch = to_global(local, batch_sharding)
+      if mixer is None:
+        window_tokens += int(local["attention_mask"].sum()) * jax.process_count()
+      else:
+        batch, sampling_metrics, real_tokens = mixer(state, batch)
+        window_tokens += real_tokens
+      state, metrics = step_fn(state, teacher_params, batch)
       step += 1
       window_steps += 1
       guard = None
@@ -423,6 +446,8 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
         elapsed = max(time.time() - window_t0, 1e-9)
         values["tokens_per_s"] = window_tokens / elapsed
         values["ms_per_step"] = 1000 * elapsed / window_steps
+        if mixer is not None:
+          values.update(sampling_metrics)
         record = logger.log(step, values)
         first_loss = record["loss/total"] if first_loss is None else first_loss
         last_loss = record["loss/total"]
@@ -595,6 +620,12 @@ def describe(setup: Setup, logger: MetricsLogger, start: int) -> None:
       f"({cfg.grad_accum} micro-batches); {setup.train_iter.num_rows} training / {len(setup.eval_rows)} held-out "
       f"examples; lr {cfg.optim.lr} {cfg.optim.schedule}",
   ]
+  if cfg.data.on_policy_fraction:
+    lines.append(f"  on-policy: each row's response sampled by the student with probability "
+                 f"{cfg.data.on_policy_fraction} (≤ {cfg.data.new_tokens} tokens, temperature "
+                 f"{cfg.data.sample_temperature}, top-p {cfg.data.sample_top_p})")
+  if cfg.data.teacher_responses:
+    lines.append(f"  SeqKD: training responses from {cfg.data.teacher_responses}")
   if start:
     lines.append(f"  resumed from step {start}")
   lines += setup.notices

@@ -1,4 +1,6 @@
-"""eval.py argument parsing."""
+"""eval.py argument parsing and --help."""
+
+import dataclasses
 
 import pytest
 
@@ -16,7 +18,7 @@ def test_parse_args_types_and_defaults():
 
 
 @pytest.mark.parametrize("argv,match", [
-    ([], "students: expected name=value"), (["students=a=x", "nope=1"], "unknown key 'nope'"),
+    ([], "students: expected name=value"), (["students=a=x", "nope=1"], "unknown config key 'nope'"),
     (["students=a=x", "eval_batches=x"], "eval_batches: expected int"),
     (["students=a=x", "greedy=maybe"], "greedy: expected true/false"), (["students=a"], "name=value"),
     (["students=a=x,a=y"], "repeated name 'a'"), (["students=a=x", "batch_size=0"], "batch_size must be >= 1"),
@@ -29,4 +31,23 @@ def test_parse_args_errors(argv, match):
 
 def test_main_reports_bad_arguments(capsys):
   assert cli.main(["students=a=x", "nope=1"]) == 2
-  assert "error: unknown key 'nope'" in capsys.readouterr().err
+  assert "error: unknown config key 'nope'" in capsys.readouterr().err
+
+
+def test_help_lists_every_option_with_type_default_and_meaning(capsys):
+  assert cli.main(["--help"]) == 0
+  out = capsys.readouterr().out
+  for f in dataclasses.fields(cli.EvalConfig):
+    line = next(line for line in out.splitlines() if line.strip().startswith(f"{f.name}  ("))
+    assert f"default {f.default!r}" in line and f.metadata["help"] in line
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["students=a=x", "sed=1"], "did you mean 'seed' or 'seeds'"), (["students=a=hf:x"], "benchmark= sets only"),
+    (["students=a=x", "benchmark=b=x.jsonl", "prompt_from=nope"], "prompt_from='nope'"),
+    (["students=a=x", "template=vicuna"], "template='vicuna'"),
+    (["students=teacher=x", "benchmark=b=x.jsonl"], "'teacher' names the runs' teacher")])
+def test_unknown_keys_get_hints_and_bad_values_exit_2(argv, match, capsys):
+  assert cli.main(argv) == 2
+  errors = capsys.readouterr().err.strip().splitlines()
+  assert len(errors) == 1 and errors[0].startswith("error:") and match in errors[0], errors

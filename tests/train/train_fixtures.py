@@ -32,7 +32,7 @@ def tiny_config(**overrides) -> tconfig.TrainConfig:
   """The tiny config with ``key=value`` overrides (dotted keys as keyword names with ``__``)."""
   values = dict(TINY)
   values.update({k.replace("__", "."): v for k, v in overrides.items()})
-  return tconfig.build_config(values)
+  return tconfig.build_config(tconfig.TrainConfig, values)
 
 
 def random_batch(seed: int, batch: int, seq: int, vocab: int = VOCAB, lengths=None) -> dict:
