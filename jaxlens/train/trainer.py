@@ -466,7 +466,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
           break
         saved = save(setup, manager, state, step, guard, logger, force=preempted)
       if preempted:
-        interrupted, stop_reason = True, stop.reason or "preemption"
+        interrupted, stop_reason = True, stop.reason or "SIGTERM"  # JAX's preemption notice is a SIGTERM
         logger.write(f"stop requested ({'SIGINT' if stop_reason == 'SIGINT' else 'SIGTERM/preemption'}): "
                      + (f"saved step {step}" if saved else "nothing saved") + ", exiting")
         break
