@@ -3,7 +3,8 @@
 from jaxlens.data.batching import BATCH_KEYS, Batch, collate, pack_rows
 from jaxlens.data.iterator import BatchIterator
 from jaxlens.data.prompt import TEMPLATES, chat_template, format_prompt
-from jaxlens.data.sources import chatterbot_examples, load_instruction_data, split_examples
+from jaxlens.data.sources import (chatterbot_examples, load_instruction_data, prompt_groups, split_examples,
+                                  wordnet_examples)
 from jaxlens.data.tokenize import TokenizedExample, tokenize_examples
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
   "format_prompt",
   "load_instruction_data",
   "pack_rows",
+  "prompt_groups",
   "split_examples",
   "tokenize_examples",
+  "wordnet_examples",
 ]

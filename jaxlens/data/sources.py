@@ -5,8 +5,12 @@
   name (dolly's ``context``/``response`` are recognised).
 * :func:`chatterbot_examples` reads the registry package ``chatterbot-corpus`` (the embedded default; BSD-3):
   every pair of consecutive turns of every English conversation, de-duplicated: 1,176 pairs.
-* :func:`split_examples` is a deterministic train / held-out split by a hash of each example's content and
-  a seed, so it depends neither on the order of the examples nor on the rest of the data set.
+* :func:`wordnet_examples` builds define / use-in-a-sentence / synonym tasks from WordNet 3.0 (Debian
+  ``wordnet-base``), with WordNet's own glosses, examples and synsets as the references.
+* :func:`split_examples` is a deterministic train / held-out split by a hash and a seed, so it depends neither on
+  the order of the examples nor on the rest of the data set. ``by="prompt"`` (the default) keeps every example
+  that shares a prompt or a response with another on the same side (no prompt or response crosses the split);
+  ``by="example"`` hashes each example alone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ COLUMN_ALIASES = {
   "output": ("output", "response", "answer", "completion"),
 }
 CHATTERBOT = "chatterbot"
+WORDNET = "wordnet"
+WORDNET_DIR = pathlib.Path("/usr/share/wordnet")
+SPLIT_UNITS = ("prompt", "example")
 _LOCAL_SUFFIXES = (".json", ".jsonl")
 
 
@@ -131,6 +138,8 @@ def load_instruction_data(source: str | os.PathLike, *, split: str = "train", co
   """
   if str(source) == CHATTERBOT:
     return chatterbot_examples()
+  if str(source) == WORDNET:
+    return wordnet_examples()
   path = pathlib.Path(source)
   if path.suffix in _LOCAL_SUFFIXES:
     if not path.is_file():
@@ -198,35 +207,159 @@ def chatterbot_examples(language: str = "english") -> list[dict[str, str]]:
   return [{"instruction": p, "input": "", "output": r} for p, r in pairs]
 
 
-def _unit_hash(example: Mapping[str, str], seed: int) -> float:
-  """A uniform number in [0, 1) from sha256(seed, instruction, input, output)."""
-  text = "\x1f".join([str(seed)] + [example.get(field) or "" for field in FIELDS])
+def _text_hash(parts: Sequence[str]) -> float:
+  """A uniform number in [0, 1) from the first 8 bytes of sha256 of the parts joined by U+001F."""
+  text = "\x1f".join(parts)
   return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
-def split_examples(examples: Sequence[Mapping[str, str]], *, held_out_fraction: float = 0.1,
-                   seed: int = 0) -> tuple[list, list]:
-  """Deterministic train / held-out split by content hash.
+def _unit_hash(example: Mapping[str, str], seed: int) -> float:
+  """A uniform number in [0, 1) from sha256(seed, instruction, input, output)."""
+  return _text_hash([str(seed)] + [example.get(field) or "" for field in FIELDS])
 
-  Example e is held out iff ``u(seed, e) < held_out_fraction`` with ``u`` = the first 8 bytes of
-  sha256(seed, instruction, input, output) / 2⁶⁴. Independent of order; identical examples land on the same side.
+
+def normalise_text(text: str) -> str:
+  """Case-folded, whitespace-collapsed text: the identity of a prompt or response for de-duplication."""
+  return " ".join(text.casefold().split())
+
+
+def prompt_groups(examples: Sequence[Mapping[str, str]]) -> list[int]:
+  """Group id of every example: examples sharing a prompt (instruction + input) or a response, directly or
+  through others, form one group (connected components; texts compared after :func:`normalise_text`).
+
+  Returns:
+    ``[len(examples)]`` group ids; a group's id is the index of its first example.
+  """
+  parent = list(range(len(examples)))
+
+  def find(i):
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+
+  first_with: dict[tuple[str, str], int] = {}
+  for i, example in enumerate(examples):
+    prompt = normalise_text(f"{example.get('instruction') or ''}\x1f{example.get('input') or ''}")
+    for key in (("prompt", prompt), ("response", normalise_text(example.get("output") or ""))):
+      j = first_with.setdefault(key, i)
+      a, b = find(i), find(j)
+      if a != b:
+        parent[max(a, b)] = min(a, b)
+  return [find(i) for i in range(len(examples))]
+
+
+def split_examples(examples: Sequence[Mapping[str, str]], *, held_out_fraction: float = 0.1,
+                   seed: int = 0, by: str = "prompt") -> tuple[list, list]:
+  """Deterministic train / held-out split by hash.
+
+  ``by="example"``: example e is held out iff ``u(seed, e) < held_out_fraction`` with ``u`` = the first 8 bytes
+  of sha256(seed, instruction, input, output) / 2⁶⁴. Identical examples land on the same side, but an example
+  that shares only its prompt (or only its response) with another may land on the other side.
+
+  ``by="prompt"``: the examples are grouped by :func:`prompt_groups` (shared prompt or response, transitively:
+  for chatterbot's consecutive turns, a whole conversation) and a group is held out iff
+  ``u(seed, key) < held_out_fraction`` with key = the smallest normalised prompt of the group, so no prompt and
+  no response occurs on both sides. The held-out share is then only approximately ``held_out_fraction``.
+
+  Both are independent of the examples' order.
 
   Args:
     examples: instruction examples.
     held_out_fraction: expected held-out share, in (0, 1).
     seed: changes the split.
+    by: ``"prompt"`` or ``"example"`` (see above).
 
   Returns:
     ``(train, held_out)`` lists, each in the input order.
 
   Raises:
-    ValueError: if ``held_out_fraction`` is not in (0, 1) or ``examples`` is empty.
+    ValueError: if ``held_out_fraction`` is not in (0, 1), ``by`` is unknown or ``examples`` is empty.
   """
   if not 0.0 < held_out_fraction < 1.0:
     raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
+  if by not in SPLIT_UNITS:
+    raise ValueError(f"by must be one of {SPLIT_UNITS}, got {by!r}")
   if len(examples) == 0:
     raise ValueError("cannot split an empty list of examples")
-  train, held_out = [], []
-  for example in examples:
-    (held_out if _unit_hash(example, seed) < held_out_fraction else train).append(example)
+  if by == "example":
+    held = [_unit_hash(example, seed) < held_out_fraction for example in examples]
+  else:
+    groups = prompt_groups(examples)
+    keys: dict[int, str] = {}
+    for example, group in zip(examples, groups):
+      prompt = normalise_text(f"{example.get('instruction') or ''}\x1f{example.get('input') or ''}")
+      keys[group] = min(keys.get(group, prompt), prompt)
+    side = {group: _text_hash([str(seed), key]) < held_out_fraction for group, key in keys.items()}
+    held = [side[group] for group in groups]
+  train = [e for e, h in zip(examples, held) if not h]
+  held_out = [e for e, h in zip(examples, held) if h]
   return train, held_out
+
+
+_WORDNET_POS = {"noun": "noun", "verb": "verb", "adj": "adjective", "adv": "adverb"}
+
+
+def wordnet_synsets(folder: str | os.PathLike = WORDNET_DIR) -> list[dict]:
+  """Synsets of WordNet's ``data.{noun,verb,adj,adv}`` files: ``{"pos", "lemmas", "definition", "examples"}``.
+
+  Each data line is ``offset lex_filenum ss_type w_cnt word lex_id … | gloss``; the gloss is the definition
+  followed by ``; "example"`` usage examples. Lemmas keep WordNet's spelling with ``_`` as a space (adjective
+  markers such as ``(a)`` removed).
+
+  Raises:
+    FileNotFoundError: if the files are absent (install Debian's ``wordnet-base``: ``apt-get install
+      wordnet-base``).
+  """
+  folder = pathlib.Path(folder)
+  out = []
+  for pos in _WORDNET_POS:
+    path = folder / f"data.{pos}"
+    if not path.is_file():
+      raise FileNotFoundError(f"{path} not found: install WordNet 3.0 with  apt-get install wordnet-base")
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+      if not line or line.startswith(" "):  # the license header lines start with two spaces
+        continue
+      head, _, gloss = line.partition(" | ")
+      fields = head.split()
+      count = int(fields[3], 16)
+      lemmas = [fields[4 + 2 * i].split("(")[0].replace("_", " ") for i in range(count)]
+      parts = [g.strip() for g in gloss.split(";")]
+      definition = parts[0]
+      examples = [g.strip('"') for g in parts[1:] if g.startswith('"') and g.endswith('"') and len(g) > 2]
+      out.append({"pos": _WORDNET_POS[pos], "lemmas": list(dict.fromkeys(lemmas)), "definition": definition,
+                  "examples": examples})
+  return out
+
+
+def wordnet_examples(folder: str | os.PathLike = WORDNET_DIR) -> list[dict[str, str]]:
+  """Instruction tasks from WordNet 3.0, answered with WordNet's own text, de-duplicated:
+
+  * define: ``Define the {pos} "{lemma}".`` → the synset's gloss definition (every lemma of every synset);
+  * use: ``Use the {pos} "{lemma}" in a sentence.`` → each usage example that contains the lemma;
+  * synonym: ``Give a synonym of the {pos} "{lemma}".`` → the synset's other lemmas, comma-separated.
+
+  A polysemous word has one example per sense under the same prompt; :func:`split_examples` keeps them on one
+  side. Sizes with WordNet 3.0 are in docs/data.md.
+
+  Raises:
+    FileNotFoundError: if WordNet is not installed (see :func:`wordnet_synsets`).
+  """
+  seen, out = set(), []
+
+  def add(instruction, output):
+    if output and (instruction, output) not in seen:
+      seen.add((instruction, output))
+      out.append({"instruction": instruction, "input": "", "output": output})
+
+  for synset in wordnet_synsets(folder):
+    pos, lemmas = synset["pos"], synset["lemmas"]
+    for lemma in lemmas:
+      add(f'Define the {pos} "{lemma}".', synset["definition"])
+      for example in synset["examples"]:
+        if lemma.casefold() in example.casefold():
+          add(f'Use the {pos} "{lemma}" in a sentence.', example)
+      others = [other for other in lemmas if other != lemma]
+      if others:
+        add(f'Give a synonym of the {pos} "{lemma}".', ", ".join(others))
+  return out

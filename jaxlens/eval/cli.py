@@ -9,12 +9,18 @@ Examples::
   python eval.py students=fkl=runs/fkl,rkl=runs/rkl greedy=true sbert=true \\
       training_logs=fkl=runs/fkl/metrics.jsonl,rkl=runs/rkl/metrics.jsonl out=runs/eval
 
+  # instruction-following sets (MiniLLM / Alpaca JSONL): every student, the teacher and an exported folder
+  python eval.py students=s=runs/smollm2,exported=hf:exports/student benchmark=dolly=data/dolly.jsonl \\
+      max_new_tokens=256 out=runs/eval-sets
+
 Each run folder's checkpoint carries the resolved training config; the teacher, the held-out data and the lens
 layer map are rebuilt from it (:mod:`jaxlens.eval.loading`), so every student is scored against the teacher it
 was trained with, on data it never saw. Deterministic: the held-out split comes from the run's config, a fixed
 ``eval_batches`` × ``batch_size`` of it is scored, and the bootstrap and sampling seeds are fixed. Prints one
 ``student/key/metric value [lo, hi]`` line per metric and writes ``report.json``, ``report.md`` and the plots
-(:mod:`jaxlens.eval.report`).
+(:mod:`jaxlens.eval.report`). With ``benchmark=`` it samples answers to the given JSONL sets instead and scores
+them per set (:mod:`jaxlens.eval.benchmarks`, ``docs/eval.md``). Bad options and malformed benchmark lines exit
+with status 2 and one ``error:`` line before any model is loaded.
 """
 
 from __future__ import annotations

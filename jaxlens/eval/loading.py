@@ -72,7 +72,7 @@ def held_out_examples(data_cfg: Mapping[str, Any]) -> list[dict[str, str]]:
   """The held-out examples of a run's ``data`` config: its source split by content hash with its split seed."""
   examples = data.load_instruction_data(data_cfg["source"])
   _, held_out = data.split_examples(examples, held_out_fraction=data_cfg["held_out_fraction"],
-                                    seed=data_cfg["split_seed"])
+                                    seed=data_cfg["split_seed"], by=data_cfg.get("split", "example"))
   if not held_out:
     raise ValueError(f"the held-out split of {data_cfg['source']!r} is empty "
                      f"(held_out_fraction={data_cfg['held_out_fraction']})")

@@ -8,7 +8,8 @@ Examples::
   python -m jaxlens.export runs/smollm2 exports/step200 step=200 overwrite=true
 
 Every refusal (no checkpoint, an unknown architecture, a non-empty OUT_DIR without overwrite=true, an unwritable
-path, a bad option) prints one ``error:`` line and exits with status 2 before anything is written.
+path, NaN or inf parameters, a bad option) prints one ``error:`` line and exits with status 2 before anything is
+written; the export appears only when complete (written to a hidden sibling folder, then renamed).
 """
 
 from __future__ import annotations

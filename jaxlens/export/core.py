@@ -2,7 +2,7 @@
 
 :func:`export_run` refuses (:class:`ExportError`, nothing written) a target folder that is not empty (unless
 ``overwrite``) or cannot be written, a run folder without a checkpoint, an architecture the format does not
-cover, and a tokenizer that does not fit the model. Then it writes into a temporary sibling folder
+cover, a tokenizer that does not fit the model, and a student with NaN or inf parameters. Then it writes into a temporary sibling folder
 ``.<name>.partial-*`` and renames it to the target only when every file is complete, so a crash or a full
 disk never leaves a folder that looks like a finished export.
 """
@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+
+import numpy as np
+from flax import nnx
 
 from jaxlens import models
 from jaxlens.export import gguf as gguf_format
@@ -72,6 +75,14 @@ def _check_format(cfg: models.ModelConfig, tokenizer: models.Tokenizer, fmt: str
       raise ExportError(f"cannot export this {cfg.family} student as GGUF: {e}") from None
 
 
+def _check_finite(student: models.CausalLM, info: checkpoints.RunInfo) -> None:
+  flat = nnx.to_flat_state(nnx.state(student, nnx.Param))
+  bad = [".".join(map(str, path)) for path, var in flat if not np.isfinite(np.asarray(var.get_value())).all()]
+  if bad:
+    raise ExportError(f"{info.path}: the student has NaN or inf parameters in {len(bad)} array(s) "
+                      f"({', '.join(bad[:3])}); refusing to export it")
+
+
 def _replace_folder(tmp: str, path: str) -> None:
   """Move the finished ``tmp`` to ``path``; an existing ``path`` is moved aside first and deleted last."""
   old = None
@@ -121,6 +132,7 @@ def export_run(run_dir: str, out_dir: str, *, step: int | None = None, dtype: st
     student, _ = model_sources.load_run_student(run_dir, step=info.step)
   except checkpoints.CheckpointError as e:
     raise ExportError(str(e)) from None
+  _check_finite(student, info)
   path = os.path.abspath(out_dir)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.partial-")

@@ -7,6 +7,7 @@ nothing else from jaxlens.
 """
 
 from jaxlens.losses.adaptive_kl import adaptive_kl
+from jaxlens.losses.adaptive_kl import adaptive_kl_head_weight
 from jaxlens.losses.cross_entropy import cross_entropy
 from jaxlens.losses.divergences import DIVERGENCES
 from jaxlens.losses.divergences import get_divergence
@@ -14,9 +15,11 @@ from jaxlens.losses.jsd import jsd
 from jaxlens.losses.kl import forward_kl
 from jaxlens.losses.kl import reverse_kl
 from jaxlens.losses.layer_map import LayerMap
+from jaxlens.losses.layer_map import construction_layer_map
 from jaxlens.losses.layer_map import uniform_layer_map
 from jaxlens.losses.lens import TileConfig
 from jaxlens.losses.lens import lens_loss
+from jaxlens.losses.mixture import mix
 from jaxlens.losses.reduction import masked_sum_and_count
 from jaxlens.losses.reduction import reduce_loss
 from jaxlens.losses.skew import skew_kl
@@ -30,12 +33,15 @@ __all__ = [
     "LayerMap",
     "TileConfig",
     "adaptive_kl",
+    "adaptive_kl_head_weight",
+    "construction_layer_map",
     "cross_entropy",
     "forward_kl",
     "get_divergence",
     "jsd",
     "lens_loss",
     "masked_sum_and_count",
+    "mix",
     "reduce_loss",
     "reverse_kl",
     "skew_kl",

@@ -87,6 +87,7 @@ def adaptive_kl(
     reduction: Reduction = "mean",
     scale_by_temperature_squared: bool = False,
     vocab_axis_name: str | None = None,
+    swap_weights: bool = False,
 ) -> jnp.ndarray:
   r"""Adaptive KL (AKL): FKL and RKL mixed per token by how badly the student fits the teacher's head and tail.
 
@@ -108,6 +109,9 @@ def adaptive_kl(
     top-1 token always. For sorted p = (0.4, 0.3, 0.3) and μ = 0.5 the head is {(1)}, mass 0.4.
   * ``head_rule="paper"``: the smallest prefix with C_k ≥ μ (the token crossing μ is head). Same example: head
     {(1), (2)}, mass 0.7.
+
+  ``swap_weights=True`` is the AKL paper's "AKL-r" ablation: the weights trade places,
+  w_t·KL(p‖q) + w_h·KL(q‖p) (the tail gap weighs forward KL, the head gap reverse KL).
 
   Limits: μ ≥ 1 puts every token in the head (AKL = FKL up to ε; at μ = 1 exactly, rounding of the total mass may
   leave the last token out — use μ > 1 to be safe); ``head_rule="paper"`` with μ = 0 gives an empty head
@@ -137,6 +141,7 @@ def adaptive_kl(
     reduction: ``"mean"`` (Σ m·d / max(Σ m, 1)), ``"sum"`` or ``"none"``.
     scale_by_temperature_squared: multiply by τ².
     vocab_axis_name: mesh axis sharding ``V`` inside ``jax.shard_map``, or ``None``.
+    swap_weights: AKL-r, the swapped-weight ablation (see above).
 
   Returns:
     A float32 (float64 for float64 inputs) scalar, or ``[...]`` for ``reduction="none"``.
@@ -155,28 +160,12 @@ def adaptive_kl(
     Wu, Tao, Wang, Yang, Zhao and Wong, `Rethinking Kullback-Leibler Divergence in Knowledge Distillation for
     Large Language Models <https://arxiv.org/abs/2404.02657>`_, 2025.
   """
-  check_non_negative("mu", mu)
-  check_non_negative("eps", eps)
-  check_choice("head_rule", head_rule, HEAD_RULES)
-  check_choice("head_method", head_method, (*HEAD_METHODS, None))
-  if head_method is None:
-    head_method = "sort" if vocab_axis_name is None else "threshold"
-  if head_method == "sort" and vocab_axis_name is not None:
-    raise ValueError(
-        "head_method='sort' needs the whole vocabulary on one device; use head_method='threshold' with "
-        f"vocab_axis_name={vocab_axis_name!r}"
-    )
+  weights = _weight_fn(mu, head_rule, head_method, eps, vocab_axis_name)
 
   def per_token(log_p: jnp.ndarray, log_q: jnp.ndarray) -> jnp.ndarray:
-    p = jnp.exp(log_p)
-    q = lax.stop_gradient(jnp.exp(log_q))
-    if head_method == "sort":
-      g_head, g_tail = _sorted_gaps(p, q, mu, head_rule)
-    else:
-      g_head, g_tail = _threshold_gaps(p, q, mu, head_rule, vocab_axis_name)
-    denominator = g_head + g_tail + eps
-    w_head = lax.stop_gradient(g_head / denominator)
-    w_tail = lax.stop_gradient(g_tail / denominator)
+    w_head, w_tail = weights(log_p, log_q)
+    if swap_weights:
+      w_head, w_tail = w_tail, w_head
     return w_head * kl_divergence(log_p, log_q, vocab_axis_name) + w_tail * kl_divergence(
         log_q, log_p, vocab_axis_name
     )
@@ -189,5 +178,79 @@ def adaptive_kl(
       temperature=temperature,
       reduction=reduction,
       scale_by_temperature_squared=scale_by_temperature_squared,
+      vocab_axis_name=vocab_axis_name,
+  )
+
+
+def _weight_fn(mu: float, head_rule: HeadRule, head_method: HeadMethod | None, eps: float,
+               vocab_axis_name: str | None):
+  """Checked settings → ``(log_p, log_q) -> (w_head, w_tail)``, both stop-gradient ``[...]``."""
+  check_non_negative("mu", mu)
+  check_non_negative("eps", eps)
+  check_choice("head_rule", head_rule, HEAD_RULES)
+  check_choice("head_method", head_method, (*HEAD_METHODS, None))
+  if head_method is None:
+    head_method = "sort" if vocab_axis_name is None else "threshold"
+  if head_method == "sort" and vocab_axis_name is not None:
+    raise ValueError(
+        "head_method='sort' needs the whole vocabulary on one device; use head_method='threshold' with "
+        f"vocab_axis_name={vocab_axis_name!r}"
+    )
+
+  def weights(log_p: jnp.ndarray, log_q: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    p = lax.stop_gradient(jnp.exp(log_p))
+    q = lax.stop_gradient(jnp.exp(log_q))
+    if head_method == "sort":
+      g_head, g_tail = _sorted_gaps(p, q, mu, head_rule)
+    else:
+      g_head, g_tail = _threshold_gaps(p, q, mu, head_rule, vocab_axis_name)
+    denominator = g_head + g_tail + eps
+    return lax.stop_gradient(g_head / denominator), lax.stop_gradient(g_tail / denominator)
+
+  return weights
+
+
+def adaptive_kl_head_weight(
+    teacher_logits: jnp.ndarray,
+    student_logits: jnp.ndarray,
+    *,
+    mu: float = 0.5,
+    head_rule: HeadRule = "official",
+    head_method: HeadMethod | None = None,
+    eps: float = 1e-12,
+    temperature: float = 1.0,
+    vocab_axis_name: str | None = None,
+) -> jnp.ndarray:
+  r"""AKL's per-token forward-KL weight w_h = g_head / (g_head + g_tail + ε) (see :func:`adaptive_kl`).
+
+  The share of forward KL that :func:`adaptive_kl` gives each token (1 − w_h goes to reverse KL, up to ε);
+  its mean over a run is the weight of the matched fixed mixture :func:`mix`. No gradient (the value
+  is stop-gradient, as inside AKL).
+
+  Args:
+    teacher_logits: ``[..., V]`` teacher logits.
+    student_logits: ``[..., V]`` student logits, same shape.
+    mu, head_rule, head_method, eps, temperature, vocab_axis_name: as in :func:`adaptive_kl`.
+
+  Returns:
+    float32 (float64 for float64 inputs) ``[...]`` in [0, 1].
+
+  Raises:
+    TypeError, ValueError: as :func:`adaptive_kl`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> print(f"{float(adaptive_kl_head_weight(jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 2.0, 0.5]))):.4f}")
+    0.5000
+  """
+  weights = _weight_fn(mu, head_rule, head_method, eps, vocab_axis_name)
+  return teacher_student_divergence(
+      lambda log_p, log_q: weights(log_p, log_q)[0],
+      teacher_logits,
+      student_logits,
+      None,
+      temperature=temperature,
+      reduction="none",
+      scale_by_temperature_squared=False,
       vocab_axis_name=vocab_axis_name,
   )

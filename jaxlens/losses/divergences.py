@@ -6,6 +6,7 @@ from jaxlens.losses.adaptive_kl import adaptive_kl
 from jaxlens.losses.jsd import jsd
 from jaxlens.losses.kl import forward_kl
 from jaxlens.losses.kl import reverse_kl
+from jaxlens.losses.mixture import mix
 from jaxlens.losses.skew import skew_kl
 from jaxlens.losses.skew import skew_reverse_kl
 from jaxlens.losses.tad import tad
@@ -15,6 +16,7 @@ DIVERGENCES: dict[str, Callable[..., object]] = {
     "adaptive_kl": adaptive_kl,
     "forward_kl": forward_kl,
     "jsd": jsd,
+    "mix": mix,
     "reverse_kl": reverse_kl,
     "skew_kl": skew_kl,
     "skew_reverse_kl": skew_reverse_kl,
@@ -27,8 +29,8 @@ def get_divergence(name: str) -> Callable[..., object]:
   """Returns the teacher-first divergence called ``name`` (a key of ``DIVERGENCES``).
 
   Args:
-    name: one of ``adaptive_kl``, ``forward_kl``, ``jsd``, ``reverse_kl``, ``skew_kl``, ``skew_reverse_kl``,
-      ``tad``, ``tvd``.
+    name: one of ``adaptive_kl``, ``forward_kl``, ``jsd``, ``mix``, ``reverse_kl``, ``skew_kl``,
+      ``skew_reverse_kl``, ``tad``, ``tvd``.
 
   Returns:
     The function ``f(teacher_logits, student_logits, mask=None, **kwargs)``.

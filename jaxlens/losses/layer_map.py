@@ -151,3 +151,50 @@ def uniform_layer_map(
       teacher_num_layers=teacher_num_layers,
       student_num_layers=student_num_layers,
   )
+
+
+def construction_layer_map(
+    kept_blocks: Sequence[int],
+    teacher_num_layers: int,
+    num_pairs: int = 5,
+    *,
+    student_rounding: Rounding = "round",
+) -> LayerMap:
+  r"""Pairs that follow how a layer-dropped student was built: student block j is teacher block ``kept[j]``.
+
+  Student hidden state s (after s student blocks) has been through teacher blocks ``kept[0..s-1]``; it is
+  paired with the teacher hidden state after the same last block:
+
+  .. math::
+
+     s_k = R_S\!\left(\frac{k\,L_S}{N + 1}\right), \qquad t_k = \mathrm{kept}[s_k - 1] + 1,
+     \qquad k = 1, \dots, N
+
+  (s = 0, the embeddings, would pair with teacher 0). For SmolLM2's 30 blocks kept every third
+  (0, 3, …, 27), s = [2, 3, 5, 7, 8] pairs with t = [4, 7, 13, 19, 22], where the uniform map gives
+  [5, 10, 15, 20, 25]: about three blocks further on.
+
+  Args:
+    kept_blocks: the student's teacher blocks, increasing (``student_from_teacher``'s ``kept``).
+    teacher_num_layers: L_T.
+    num_pairs: N ≥ 1.
+    student_rounding: R_S.
+
+  Returns:
+    The validated :class:`LayerMap` (L_S = ``len(kept_blocks)``).
+
+  Raises:
+    ValueError: N < 1, blocks that are not increasing indices in [0, L_T), or an invalid map.
+
+  Examples:
+    >>> m = construction_layer_map(range(0, 30, 3), 30)
+    >>> m.teacher_layers, m.student_layers
+    ((4, 7, 13, 19, 22), (2, 3, 5, 7, 8))
+  """
+  kept = [int(b) for b in kept_blocks]
+  if not kept or kept != sorted(set(kept)) or kept[0] < 0 or kept[-1] >= teacher_num_layers:
+    raise ValueError(f"kept_blocks must be increasing, unique teacher blocks in [0, {teacher_num_layers}), "
+                     f"got {kept}")
+  student = uniform_layer_map(teacher_num_layers, len(kept), num_pairs, student_rounding=student_rounding)
+  teacher = tuple(kept[s - 1] + 1 if s > 0 else 0 for s in student.student_layers)
+  return LayerMap(teacher, student.student_layers, teacher_num_layers, len(kept))

@@ -338,6 +338,8 @@ def load_gguf(path: str | os.PathLike | None = None, *, dtype=jnp.float32, param
   return load_state_dict(cfg, hf_state, dtype=dtype, param_dtype=param_dtype)
 
 
+_UNUSED_TOKEN_TYPE = 5  # llama.cpp's LLAMA_TOKEN_TYPE_UNUSED
+
 #: ``write_gguf`` tensor types of the matrices (norms are always written as F32, as llama.cpp does).
 GGUF_TENSOR_TYPES = ("float32", "float16", "bfloat16")
 
@@ -376,7 +378,8 @@ def write_gguf(path: str | os.PathLike, hf_config: dict[str, Any], hf_state: dic
   """Write a llama GGUF file the way llama.cpp's converter does: the inverse of :func:`read_gguf`.
 
   HF tensor names become GGUF names, the q/k rows are permuted for llama.cpp's rotary kernel, the
-  architecture goes into ``llama.*`` metadata and the tokenizer into ``tokenizer.ggml.*``. Matrices are
+  architecture goes into ``llama.*`` metadata and the tokenizer into ``tokenizer.ggml.*`` (a vocabulary shorter
+  than the embedding is padded with unused ``[PAD{i}]`` tokens, as llama.cpp's converter does). Matrices are
   stored as ``tensor_type`` (F32, F16 or BF16), norms as F32. ``read_gguf(path)`` gives back ``hf_config``'s
   architecture, the tokenizer and the tensors (exactly for float32; rounded to the stored type otherwise).
 
@@ -417,8 +420,9 @@ def write_gguf(path: str | os.PathLike, hf_config: dict[str, Any], hf_state: dic
   writer.add_tokenizer_model(tokenizer["model"])
   if tokenizer["pre"]:
     writer.add_tokenizer_pre(tokenizer["pre"])
-  writer.add_token_list(tokenizer["tokens"])
-  writer.add_token_types(tokenizer["token_types"])
+  padding = range(len(tokenizer["tokens"]), hf_config["vocab_size"])  # llama.cpp wants one token per embedding row
+  writer.add_token_list(list(tokenizer["tokens"]) + [f"[PAD{i}]" for i in padding])
+  writer.add_token_types(list(tokenizer["token_types"]) + [_UNUSED_TOKEN_TYPE] * len(padding))
   writer.add_token_merges(tokenizer["merges"])
   for key, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
                    ("unknown_token_id", writer.add_unk_token_id), ("padding_token_id", writer.add_pad_token_id)):

@@ -53,7 +53,7 @@ def _one_of(key: str, value: Any, choices: Sequence[Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- models
-MODEL_SOURCES = ("smollm2", "random", "hf", "teacher_layers")
+MODEL_SOURCES = ("smollm2", "random", "hf", "teacher_layers", "run")
 FAMILIES = ("llama", "gpt2")
 
 
@@ -62,9 +62,12 @@ class ModelSpec:
   """Where a model comes from. ``random`` uses the architecture fields; the others read them from weights."""
 
   source: str = opt("smollm2", "smollm2 (the registry GGUF) | random | hf (a save_pretrained folder) | "
-                    "teacher_layers (student only: every k-th teacher block, embeddings and final norm)")
-  path: str = opt("", "hf: folder with config.json + weights")
+                    "teacher_layers (student only: every k-th teacher block, embeddings and final norm) | "
+                    "run (student only: the latest checkpoint of a train.py run folder)")
+  path: str = opt("", "hf: folder with config.json + weights | run: a train.py run folder (out_dir)")
   every: int = opt(3, "teacher_layers: keep teacher blocks 0, k, 2k, …")
+  blocks: tuple[int, ...] = opt((), "teacher_layers: the kept teacher blocks, increasing (overrides every), "
+                                "e.g. 0,3,6,9,12,15,18,21,24,29")
   family: str = opt("llama", "random: llama | gpt2")
   vocab_size: int = opt(49152, "random: vocabulary size V")
   hidden_size: int = opt(64, "random: residual width D")
@@ -80,6 +83,11 @@ class ModelSpec:
     _one_of(f"{name}.family", self.family, FAMILIES)
     if self.source == "hf":
       _check(bool(self.path), f"{name}.source=hf needs {name}.path (a save_pretrained folder)")
+    if self.source == "run":
+      _check(name == "student", f"{name}.source=run is only valid for the student")
+      _check(bool(self.path), f"{name}.source=run needs {name}.path (a train.py run folder)")
+    _check(list(self.blocks) == sorted(set(self.blocks)) and all(b >= 0 for b in self.blocks),
+           f"{name}.blocks must be increasing, unique and >= 0, got {list(self.blocks)}")
     if self.source == "teacher_layers":
       _check(name == "student", f"{name}.source=teacher_layers is only valid for the student")
       _check(self.every >= 1, f"{name}.every must be >= 1, got {self.every}")
@@ -91,16 +99,22 @@ class ModelSpec:
 
 
 # ------------------------------------------------------------------------------------------------------ data
+SPLITS = ("prompt", "example")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Instruction data: source, prompt template, tokenisation and the held-out split."""
 
-  source: str = opt("chatterbot", "chatterbot (registry corpus) | a local .json/.jsonl file of instruction records")
+  source: str = opt("chatterbot", "chatterbot (registry corpus) | wordnet (Debian wordnet-base: define / use / "
+                    "synonym tasks) | a local .json/.jsonl file of instruction records")
   template: str = opt("chatml", "prompt template: chatml | alpaca (the Dolly/Alpaca 'Below is an instruction…')")
   tokenizer: str = opt("smollm2", "smollm2 (the GGUF's tokenizer) | a .gguf file | a folder with tokenizer.json")
   seq_len: int = opt(64, "tokens per sequence (prompt + response + EOS, right-padded)")
   max_prompt_len: int = opt(48, "prompts longer than this are dropped")
   held_out_fraction: float = opt(0.1, "share of examples held out (content-hash split) for eval losses")
+  split: str = opt("prompt", "prompt: examples sharing a prompt or a response stay on one side (leak-free) | "
+                   "example: each example hashed alone (the first experiment's split)")
   split_seed: int = opt(0, "seed of the train / held-out split (shared by every run of a comparison)")
   on_policy_fraction: float = opt(0.0, "lambda: each step, each row's response is sampled by the current student "
                                   "with this probability (GKD; 0 = off-policy, 1 = fully on-policy)")
@@ -115,14 +129,15 @@ class DataConfig:
 
   def validate(self) -> None:
     from jaxlens.data import TEMPLATES
-    _check(self.source == "chatterbot" or self.source.endswith((".json", ".jsonl")),
-           f"data.source={self.source!r}: expected chatterbot or a local .json / .jsonl file")
+    _check(self.source in ("chatterbot", "wordnet") or self.source.endswith((".json", ".jsonl")),
+           f"data.source={self.source!r}: expected chatterbot, wordnet or a local .json / .jsonl file")
     _one_of("data.template", self.template, TEMPLATES)
     _check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
     _check(1 <= self.max_prompt_len < self.seq_len,
            f"data.max_prompt_len must be in [1, data.seq_len={self.seq_len}), got {self.max_prompt_len}")
     _check(0.0 < self.held_out_fraction < 1.0,
            f"data.held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+    _one_of("data.split", self.split, SPLITS)
     _check(0.0 <= self.on_policy_fraction <= 1.0,
            f"data.on_policy_fraction must be in [0, 1], got {self.on_policy_fraction}")
     _check(self.max_new_tokens >= 0, f"data.max_new_tokens must be >= 0, got {self.max_new_tokens}")
@@ -142,6 +157,7 @@ class DataConfig:
 
 # ------------------------------------------------------------------------------------------------------ loss
 HEAD_RULES = ("official", "paper")
+LAYER_MAPS = ("uniform", "construction")
 IMPLEMENTATIONS = ("tiled", "reference")
 
 
@@ -158,6 +174,9 @@ class LossConfig:
                                         "'after k blocks'); empty = uniform map of num_lens_pairs")
   student_layers: tuple[int, ...] = opt((), "student indices paired with teacher_layers (same length)")
   num_lens_pairs: int = opt(5, "uniform map: pairs at depth fractions 1/(n+1) … n/(n+1)")
+  layer_map: str = opt("uniform", "without explicit lists: uniform (DistillLens: both models at depth k/(n+1)) | "
+                       "construction (student pairs at depth k/(n+1), each with the teacher hidden state after "
+                       "the teacher block that student block was copied from)")
   lens_norm: bool = opt(False, "apply each model's final norm before its lens unembedding (DistillLens: no)")
   reference_mask_bug: bool = opt(False, "reproduce the reference code's lens-mask misalignment "
                                  "(mask.repeat(N, 1) on b*N+i rows) for parity studies")
@@ -168,6 +187,8 @@ class LossConfig:
   tad_beta: float = opt(2.0, "tad: weight of the tail term")
   head_rule: str = opt("official", "adaptive_kl head rule: official (code) | paper")
   mu: float = opt(0.5, "adaptive_kl head mass")
+  akl_swap: bool = opt(False, "adaptive_kl: AKL-r, the AKL paper's ablation with the head and tail weights swapped")
+  mix_weight: float = opt(0.5, "mix: forward-KL share w of w·KL(p||q) + (1 − w)·KL(q||p)")
   feature_mse_weight: float = opt(0.0, "mu: weight of the feature-MSE baseline term (learned projection "
                                   "teacher width -> student width on the lens pairs)")
   implementation: str = opt("tiled", "lens/output loss kernel: tiled (never materialises [N, V]) | reference")
@@ -193,6 +214,8 @@ class LossConfig:
     _check(self.tad_beta >= 0, f"loss.tad_beta must be >= 0, got {self.tad_beta}")
     _check(0.0 < self.mu < 1.0, f"loss.mu must be in (0, 1), got {self.mu}")
     _one_of("loss.head_rule", self.head_rule, HEAD_RULES)
+    _one_of("loss.layer_map", self.layer_map, LAYER_MAPS)
+    _check(0.0 <= self.mix_weight <= 1.0, f"loss.mix_weight must be in [0, 1], got {self.mix_weight}")
     _one_of("loss.implementation", self.implementation, IMPLEMENTATIONS)
     _check(self.block_tokens >= 1, f"loss.block_tokens must be >= 1, got {self.block_tokens}")
 
@@ -280,7 +303,9 @@ RESUME = ("auto", "never")
 class TrainConfig:
   """Everything one training run needs; stored (resolved) in every checkpoint.
 
-  The defaults are the embedded default, the ``smollm2`` preset (``configs/smollm2.yaml`` restates them).
+  The defaults are the library's: the SmolLM2 models and data with DistillLens as released (α = 1, RKL output,
+  raw-lens JSD on the uniform map). The embedded default, the ``smollm2`` preset that ``python train.py`` uses,
+  overrides the student's blocks and the objective (``configs/smollm2.yaml``).
   """
 
   # --- run ---

@@ -9,8 +9,10 @@ code:
 - ``source="random"``: a random initialisation (seed ``seed``) of the architecture fields (``family``,
   ``vocab_size``, ``hidden_size``, ``num_layers``, ``num_heads``, ``num_kv_heads``, ``head_dim``,
   ``intermediate_size``);
-- ``source="teacher_layers"`` (student only): teacher blocks ``0, every, 2·every, …`` plus embeddings, final norm
-  and LM head (:func:`jaxlens.models.student_from_teacher`).
+- ``source="teacher_layers"`` (student only): teacher blocks ``0, every, 2·every, …`` (or the explicit ``blocks``)
+  plus embeddings, final norm and LM head (:func:`jaxlens.models.student_from_teacher`);
+- ``source="run"`` (student only): the student of the latest checkpoint of the ``train.py`` run folder ``path``
+  (distil further from a previous run, e.g. a shared supervised "heal").
 """
 
 from __future__ import annotations
@@ -92,12 +94,30 @@ def make_student(spec: Mapping[str, Any], teacher: models.CausalLM, *, dtype=jnp
   """
   source = spec["source"]
   if source == "teacher_layers":
-    student, _ = models.student_from_teacher(teacher, every=spec["every"])
+    student, _ = models.student_from_teacher(teacher, every=spec["every"], keep_layers=spec.get("blocks") or None)
+  elif source == "run":
+    student, info = load_run_student(spec["path"], dtype=dtype)
+    if info.run["student_model"]["vocab_size"] != teacher.config.vocab_size:
+      raise ValueError(f"student.path={spec['path']!r}: its student's vocabulary "
+                       f"{info.run['student_model']['vocab_size']} is not the teacher's {teacher.config.vocab_size}")
   elif source == "random":
     student = models.build_model(random_model_config(spec), rngs=nnx.Rngs(spec["seed"]), dtype=dtype)
   else:
     student = load_teacher(spec, dtype=dtype)
   return with_remat(student, remat)
+
+
+def student_blocks(spec: Mapping[str, Any], teacher_num_layers: int) -> tuple[int, ...] | None:
+  """The teacher block each student block was copied from, or ``None`` for a student not built that way.
+
+  ``teacher_layers``: ``blocks`` or ``0, every, 2·every, …``; ``run``: the source run's recorded blocks.
+  """
+  if spec["source"] == "teacher_layers":
+    return tuple(spec.get("blocks") or range(0, teacher_num_layers, spec["every"]))
+  if spec["source"] == "run":
+    blocks = checkpoints.read_run(spec["path"]).run.get("student_blocks")
+    return None if blocks is None else tuple(blocks)
+  return None
 
 
 def cast_params(model: models.CausalLM, dtype) -> models.CausalLM:

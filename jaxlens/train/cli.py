@@ -65,6 +65,11 @@ def report(result) -> None:
     steps = sorted(result.eval_losses)
     print(f"  held-out loss: step {steps[0]} {fmt(result.eval_losses[steps[0]])} -> "
           f"step {steps[-1]} {fmt(result.eval_losses[steps[-1]])}")
+  if len(result.eval_ce) > 1:
+    steps = sorted(result.eval_ce)
+    print(f"  held-out CE (nats/token): step {steps[0]} {fmt(result.eval_ce[steps[0]])} -> "
+          f"step {steps[-1]} {fmt(result.eval_ce[steps[-1]])}")
   print(f"  checkpoint: {result.checkpoint}")
   print(f"  metrics:    {result.out_dir}/metrics.jsonl  (TensorBoard: {result.out_dir}/tensorboard)")
-  print(f"  evaluate:   python eval.py students=student={result.out_dir} out={result.out_dir}/eval")
+  print(f"  evaluate:   python eval.py students=init=baseline,student={result.out_dir} out={result.out_dir}/eval "
+        "generation=false   (init: the student before training)")

@@ -39,27 +39,36 @@ from jaxlens import losses
 from jaxlens.run.config import ConfigError
 from jaxlens.run.config import LossConfig
 
-def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int) -> losses.LayerMap:
-  """The configured lens pairs, or the uniform map of ``num_lens_pairs`` when none are listed.
+def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int,
+                        student_blocks: tuple[int, ...] | None = None) -> losses.LayerMap:
+  """The configured lens pairs: the explicit lists, else the ``loss.layer_map`` rule with ``num_lens_pairs``.
 
-  Uniform map (DistillLens's rule): pair k = 1…n at depth k/(n+1) of each model, rounded
-  (:func:`jaxlens.losses.uniform_layer_map`).
+  ``uniform`` (DistillLens's rule): pair k = 1…n at depth k/(n+1) of each model, rounded
+  (:func:`jaxlens.losses.uniform_layer_map`). ``construction``: the student side as uniform, each paired with
+  the teacher hidden state after the teacher block it was copied from (:func:`jaxlens.losses.construction_layer_map`).
 
   Args:
     cfg: the ``loss`` group.
     teacher_layers, student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
+    student_blocks: the teacher block each student block was copied from (``None``: not built from the teacher).
 
   A map of more pairs than either model has blocks, with a repeated pair, or with the degenerate pair (0, 0)
   (both embedding outputs: no block on either side) is refused.
 
   Raises:
     ConfigError (a ValueError): on an index outside ``[0, L]`` (naming it and L), lists of different lengths,
-      more pairs than blocks, a repeated pair or the pair (0, 0).
+      more pairs than blocks, a repeated pair, the pair (0, 0), or ``layer_map=construction`` for a student
+      not built from teacher blocks.
   """
   try:
     if cfg.teacher_layers:
       layer_map = losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), teacher_layers,
                                   student_layers)
+    elif cfg.layer_map == "construction":
+      if student_blocks is None:
+        raise ValueError("loss.layer_map=construction needs a student built from teacher blocks "
+                         "(student.source=teacher_layers, or a run of one)")
+      layer_map = losses.construction_layer_map(student_blocks, teacher_layers, cfg.num_lens_pairs)
     else:
       layer_map = losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
     pairs = list(zip(layer_map.teacher_layers, layer_map.student_layers))
@@ -93,7 +102,8 @@ def divergence_kwargs(name: str, cfg: LossConfig) -> dict[str, Any]:
   """The ``loss.*`` hyper-parameters of divergence ``name``, under the divergence's own argument names.
 
   temperature → every divergence; ``beta`` → ``jsd``; ``skew`` → ``alpha`` of ``skew_kl`` / ``skew_reverse_kl``;
-  ``mu``, ``head_rule`` → ``adaptive_kl``; ``tad_k``, ``tad_beta`` → ``k``, ``beta`` of ``tad``.
+  ``mu``, ``head_rule``, ``akl_swap`` → ``adaptive_kl`` (``swap_weights``); ``mix_weight`` → ``weight`` of ``mix``;
+  ``tad_k``, ``tad_beta`` → ``k``, ``beta`` of ``tad``.
   """
   kwargs: dict[str, Any] = {"temperature": cfg.temperature}
   if name == "jsd":
@@ -101,7 +111,9 @@ def divergence_kwargs(name: str, cfg: LossConfig) -> dict[str, Any]:
   elif name in ("skew_kl", "skew_reverse_kl"):
     kwargs["alpha"] = cfg.skew
   elif name == "adaptive_kl":
-    kwargs.update(mu=cfg.mu, head_rule=cfg.head_rule)
+    kwargs.update(mu=cfg.mu, head_rule=cfg.head_rule, swap_weights=cfg.akl_swap)
+  elif name == "mix":
+    kwargs["weight"] = cfg.mix_weight
   elif name == "tad":
     kwargs.update(k=cfg.tad_k, beta=cfg.tad_beta)
   return kwargs
@@ -139,6 +151,17 @@ class Objective:
                             divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
                             implementation=self.cfg.implementation,
                             tile=losses.TileConfig(block_tokens=self.cfg.block_tokens))
+
+  def head_weight_sums(self, teacher_logits, student_logits, mask) -> dict[str, jax.Array]:
+    """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) at the output, as masked sums
+    (:func:`head_weight_histogram`); logged only, no gradient. ``[N, V]`` logits, ``[N]`` mask."""
+    # The sort-free head search (equal to the sorted one up to exact probability ties): no second vocabulary
+    # sort per step for a logged quantity.
+    weight = losses.adaptive_kl_head_weight(jax.lax.stop_gradient(teacher_logits),
+                                            jax.lax.stop_gradient(student_logits), mu=self.cfg.mu,
+                                            head_rule=self.cfg.head_rule, head_method="threshold",
+                                            temperature=self.cfg.temperature)
+    return head_weight_histogram(weight, mask)
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
            student_logits=None, teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
@@ -180,6 +203,8 @@ class Objective:
       for name in cfg.output_divergences():
         out["output"] = out["output"] + self._pair_sum(t_final, s_final, teacher_unembed, student_unembed,
                                                        flat_mask, name)
+      if "adaptive_kl" in cfg.output_divergences():
+        out.update(self.head_weight_sums(t_final @ teacher_unembed, s_final @ student_unembed, flat_mask))
 
     if self.uses_lens:
       # One kernel call per pair (the tiled kernel streams pair by pair anyway): each pair's sum is both
@@ -210,6 +235,22 @@ class Objective:
     distill = out["output"] + cfg.lens_weight * out["lens"] + cfg.feature_mse_weight * out["mse"]
     out["total"] = (1.0 - cfg.alpha) * out["ce"] + cfg.alpha * distill
     return out
+
+
+HEAD_WEIGHT_BINS = 10
+
+
+def head_weight_histogram(weight: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+  """Σ m·w and the masked counts of w in ``HEAD_WEIGHT_BINS`` equal bins of [0, 1] (w = 1 in the last).
+
+  Keys ``akl_head_weight`` and ``akl_head_weight_bin_<k>``; as token means (:func:`normalise`) they are the
+  mean head weight and the share of tokens per bin.
+  """
+  bins = jnp.clip(jnp.floor(weight * HEAD_WEIGHT_BINS), 0, HEAD_WEIGHT_BINS - 1).astype(jnp.int32)
+  out = {"akl_head_weight": jnp.sum(mask * weight)}
+  for k in range(HEAD_WEIGHT_BINS):
+    out[f"akl_head_weight_bin_{k}"] = jnp.sum(jnp.where(bins == k, mask, 0.0))
+  return out
 
 
 def normalise(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -144,7 +144,9 @@ def make_train_step(objective: Objective, student: ModelParts, teacher: ModelPar
   """The (un-jitted) step ``(state, teacher_params, batch) -> (state, metrics)``.
 
   Metrics (float32 scalars, token means over the global batch): ``loss/total``, ``loss/ce``, ``loss/output``,
-  ``loss/lens``, ``loss/mse``, ``lens/pair_<i>`` (each pair's token-mean divergence), ``grad_norm`` (before
+  ``loss/lens``, ``loss/mse``, ``lens/pair_<i>`` (each pair's token-mean divergence), with AKL at the output
+  ``akl/head_weight`` (mean per-token forward-KL weight) and ``akl/head_weight_hist_<k>`` (share of tokens
+  with weight in [k/10, (k+1)/10)), ``grad_norm`` (before
   clipping), ``lr`` (of this update), ``tokens`` (response tokens in the batch); with a ``guard`` in the state,
   its counters :data:`GUARD_KEYS` after this step. A non-finite update is not applied (module docstring).
   """
@@ -187,6 +189,10 @@ def metric_dict(means: dict[str, jax.Array]) -> dict[str, jax.Array]:
       out["tokens"] = value
     elif key.startswith("lens_pair_"):
       out[f"lens/pair_{key.removeprefix('lens_pair_')}"] = value
+    elif key.startswith("akl_head_weight_bin_"):
+      out[f"akl/head_weight_hist_{key.removeprefix('akl_head_weight_bin_')}"] = value
+    elif key == "akl_head_weight":
+      out["akl/head_weight"] = value
     else:
       out[f"loss/{key}"] = value
   return out

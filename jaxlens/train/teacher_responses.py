@@ -55,7 +55,8 @@ def sampling_record(cfg: tconfig.TrainConfig) -> dict:
 def training_prompts(cfg: tconfig.TrainConfig) -> list[dict[str, str]]:
   """The distinct training prompts ``{"instruction", "input"}`` in data order (after the held-out split)."""
   examples = jdata.load_instruction_data(cfg.data.source)
-  train, _ = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction, seed=cfg.data.split_seed)
+  train, _ = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction, seed=cfg.data.split_seed,
+                                  by=cfg.data.split)
   prompts = {prompt_key(e): None for e in train}
   return [{"instruction": i, "input": x} for i, x in prompts]
 

@@ -80,6 +80,7 @@ class RunResult:
   last_loss: float | None
   eval_losses: dict[int, float | None]
   checkpoint: str | None
+  eval_ce: dict[int, float | None] = dataclasses.field(default_factory=dict)  # held-out CE (only when alpha < 1)
   stop_reason: str = ""
 
 
@@ -99,6 +100,7 @@ class Setup:
   pad_id: int
   data_digest: dict
   notices: list
+  student_blocks: tuple[int, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- set-up
@@ -164,7 +166,7 @@ def load_data(cfg: tconfig.TrainConfig) -> Data:
   except (OSError, ValueError) as e:
     raise tconfig.ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: {e}") from None
   train, held_out = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction,
-                                         seed=cfg.data.split_seed)
+                                         seed=cfg.data.split_seed, by=cfg.data.split)
   if cfg.data.teacher_responses:
     train = teacher_responses_for(cfg, train)
   digest = {"examples": len(examples), "contents": checkpoints.json_digest([examples, train]),
@@ -291,6 +293,7 @@ def run_facts(setup: Setup) -> dict:
           "layer_pairs": [[k, j] for k, j in zip(setup.objective.pairs.teacher_layers,
                                                   setup.objective.pairs.student_layers)],
           "data_digest": setup.data_digest,
+          "student_blocks": None if setup.student_blocks is None else list(setup.student_blocks),
           "jaxlens_version": __import__("jaxlens").__version__}
 
 
@@ -372,13 +375,14 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   data = load_data(cfg)
   teacher, student = build_models(cfg)
   check_vocab(data.tokenizer_vocab, teacher.config.vocab_size)
+  blocks = model_sources.student_blocks(dataclasses.asdict(cfg.student), teacher.config.num_layers)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers,
-                                                      student.config.num_layers))
+                                                      student.config.num_layers, blocks))
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
   schedule = learning_rate_schedule(cfg.optim, cfg.steps)
   state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer)
   setup = Setup(cfg, mesh, teacher, student, objective, state, teacher_params, data.train_iter, data.eval_rows,
-                data.pad_id, data.digest, list(data.notices))
+                data.pad_id, data.digest, list(data.notices), blocks)
 
   if stored_steps:
     state = resume(setup, out_dir)
@@ -406,7 +410,10 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
       sums = got if sums is None else jax.tree.map(jnp.add, sums, got)
     record = logger.log(step, {k: float(v) for k, v in metric_dict(normalise(sums)).items()}, prefix="eval/")
     eval_losses[step] = record["eval/loss/total"]
-    logger.write(f"step {step}: held-out loss {format_value(eval_losses[step])}")
+    ce = f", CE {format_value(record['eval/loss/ce'])}" if objective.uses_ce else ""
+    if objective.uses_ce:
+      eval_ce[step] = record["eval/loss/ce"]
+    logger.write(f"step {step}: held-out loss {format_value(eval_losses[step])}{ce}")
 
   skipped_reported = 0
 
@@ -421,6 +428,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
     return guard
 
   eval_losses: dict[int, float | None] = {}
+  eval_ce: dict[int, float | None] = {}
   first_loss = last_loss = None
   interrupted, stop_reason, diverged = False, "", None
   if start == 0 and held_out:
@@ -484,7 +492,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
                         "they were not applied and nothing was saved after them; "
                         + (f"last good checkpoint: {last}" if last else "no checkpoint was saved") +
                         " (lower optim.lr or raise optim.warmup_steps)")
-  return RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses, last, stop_reason)
+  return RunResult(out_dir, step, interrupted, first_loss, last_loss, eval_losses, last, eval_ce, stop_reason)
 
 
 def save(setup: Setup, manager, state: dict, step: int, guard: dict, logger: MetricsLogger,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import importlib.util
+import os
 import json
 
 import pytest
@@ -96,3 +98,62 @@ def test_split_errors():
     split_examples(_examples(3), held_out_fraction=1.0)
   with pytest.raises(ValueError, match="empty"):
     split_examples([], held_out_fraction=0.1)
+
+
+def _crossing(train, held_out):
+  """Prompts and responses (normalised) found on both sides of a split."""
+  from jaxlens.data.sources import normalise_text
+  side = lambda rows, f: {normalise_text(r[f]) for r in rows}  # noqa: E731
+  return side(train, "instruction") & side(held_out, "instruction"), side(train, "output") & side(held_out, "output")
+
+
+def test_prompt_split_keeps_shared_prompts_and_responses_on_one_side():
+  # Chains like consecutive chat turns: the response of one example is the prompt of the next; repeated prompts
+  # with different answers; near-duplicates differing in case and spacing.
+  examples = []
+  for c in range(60):
+    turns = [f"turn {c}.{t}" for t in range(4)]
+    examples += [{"instruction": a, "input": "", "output": b} for a, b in zip(turns, turns[1:])]
+    examples.append({"instruction": f"Define word {c % 7}", "input": "", "output": f"sense {c}"})
+    examples.append({"instruction": f"define  WORD {c % 7} ", "input": "", "output": f"other sense {c}"})
+  for seed in range(5):
+    train, held_out = split_examples(examples, held_out_fraction=0.3, seed=seed)
+    assert len(train) + len(held_out) == len(examples) and held_out and train
+    prompts, responses = _crossing(train, held_out)
+    assert not prompts and not responses
+  # the example-level split (the first experiment's) does leak shared prompts
+  train, held_out = split_examples(examples, held_out_fraction=0.3, seed=0, by="example")
+  assert _crossing(train, held_out)[0]
+  with pytest.raises(ValueError, match="by must be one of"):
+    split_examples(examples, by="conversation")
+
+
+@needs_chatterbot
+def test_chatterbot_prompt_split_is_leak_free():
+  train, held_out = split_examples(chatterbot_examples(), held_out_fraction=0.1, seed=0)
+  assert (len(train), len(held_out)) == (1042, 134)
+  assert _crossing(train, held_out) == (set(), set())
+
+
+needs_wordnet = pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.noun"),
+                                   reason="WordNet not installed (apt-get install wordnet-base)")
+
+
+@needs_wordnet
+def test_wordnet_tasks_from_glosses_examples_and_synsets():
+  from jaxlens.data import wordnet_examples
+  examples = wordnet_examples()
+  kinds = collections.Counter(e["instruction"].split()[0] for e in examples)
+  assert kinds == {"Define": 206928, "Give": 141220, "Use": 46396}  # WordNet 3.0 (wordnet-base 1:3.0)
+  first = examples[0]
+  assert first == {"instruction": 'Define the noun "entity".', "input": "",
+                   "output": "that which is perceived or known or inferred to have its own distinct existence "
+                             "(living or nonliving)"}
+  assert len({(e["instruction"], e["output"]) for e in examples}) == len(examples)
+  assert load_instruction_data("wordnet")[:3] == examples[:3]
+
+
+def test_wordnet_missing_names_the_package(tmp_path):
+  from jaxlens.data import wordnet_examples
+  with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
+    wordnet_examples(tmp_path)

@@ -1,4 +1,5 @@
-"""The comparison sweep: command lines, and the cpu-tiny end-to-end run (train → eval → consistent report)."""
+"""The unit sweep: validation before training, the matched mixture, unit files, and a tiny end-to-end sweep
+(heal, units written, report aggregated, a killed unit redone)."""
 
 import json
 import os
@@ -10,83 +11,108 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import sweep  # noqa: E402
 
-# An output-only KD method and the lens method with AKL at the output: every code path of the sweep (plain and
-# adaptive output divergences, lens term, untrained baseline), within the CI budget.
-CI_METHODS = ["fkl", "distilllens_akl"]
 
-
-def test_every_method_shares_the_scale_settings(tmp_path):
+def _sweep(tmp_path, arms=("fkl", "akl_official", "mix_matched"), seeds=(0,)):
   spec = sweep.load_scale("cpu-tiny")
+  spec["results"] = str(tmp_path / "results")
   methods = sweep.load_yaml(os.path.join(ROOT, "experiments", "methods.yaml"))
-  assert set(methods) == {"sft", "fkl", "rkl", "jsd", "akl_official", "akl_paper", "distilllens", "distilllens_akl"}
-  cmds = sweep.train_commands(spec, methods, str(tmp_path))
-  for name, cmd in cmds.items():
-    args = cmd[2:-1]
-    presets = [a for a in args if "=" not in a]
-    assert args[:len(presets)] == presets, name  # train.py takes presets before overrides
-    assert set(map(str, spec["train"])) | set(map(str, methods[name])) == set(args), name
-    assert cmd[-1] == f"out_dir={tmp_path / name}"
-  assert cmds["akl_paper"][2:] == ["tiny", "akl", *[str(x) for x in spec["train"][1:]], "loss.head_rule=paper",
-                                   f"out_dir={tmp_path / 'akl_paper'}"]
-  ev = sweep.eval_command(spec, methods, str(tmp_path))
-  assert ev[2].startswith("students=init=baseline,sft=") and ev[-len(spec["eval"]):] == [str(x) for x in spec["eval"]]
-  with pytest.raises(ValueError, match="unknown scale"):
+  return sweep.Sweep(spec, methods, list(arms), list(seeds), str(tmp_path / "work"))
+
+
+def _unit(arm, seed, training=None, n=3):
+  block = {"seq_ids": list(range(n)), "tokens": [5.0] * n, "sums": {"jsd": [0.5] * n, "student_ce": [9.0] * n}}
+  return {"schema": sweep.SCHEMA, "scale": "cpu-tiny", "arm": arm, "seed": seed, "command": "x",
+          "training": training or {}, "layer_pairs": [[1, 1]], "entropy_edges": [1.0, 2.0],
+          "seconds": {"train": 1.0, "eval": 1.0},
+          "scores": {k: block for k in ("output", "lens/T1-S1", "output/entropy_tercile_0",
+                                        "output/entropy_tercile_1", "output/entropy_tercile_2")}}
+
+
+def test_every_scale_and_arm_resolves_and_bad_arms_fail_first(tmp_path, capsys):
+  methods = sweep.load_yaml(os.path.join(ROOT, "experiments", "methods.yaml"))
+  assert {"sft", "fkl", "rkl", "mix_half", "mix_matched", "akl_official", "akl_paper", "aklr_official",
+          "akl_paper_mu0.3", "akl_paper_mu0.7", "jsd", "distilllens", "distilllens_normed",
+          "distilllens_akl"} <= set(methods)
+  for scale in ("cpu-tiny", "smollm2", "smollm2-gpu"):
+    spec = sweep.load_scale(scale)
+    sweep.validate(spec, methods, [str(a) for a in spec["arms"]])
+  spec = sweep.load_scale("cpu-tiny")
+  with pytest.raises(sweep.SweepError, match=r"unknown arm\(s\) \['nope'\]"):
+    sweep.validate(spec, methods, ["fkl", "nope"])
+  with pytest.raises(sweep.SweepError, match=r"arm 'x': .*unknown preset 'nopreset'"):
+    sweep.validate(spec, {"x": ["nopreset"]}, ["x"])
+  with pytest.raises(sweep.SweepError, match=r"arm 'x': .*unknown config key 'loss.mixweight'"):
+    sweep.validate(spec, {"x": ["mix", "loss.mixweight=0.3"]}, ["x"])
+  with pytest.raises(sweep.SweepError, match="matches the head weight of unknown arm 'akl'"):
+    sweep.validate(spec, {"x": ["mix", "loss.mix_weight={head_weight:akl}"]}, ["x"])
+  with pytest.raises(sweep.SweepError, match="unknown scale"):
     sweep.load_scale("nope")
+  assert sweep.main(["--scale", "cpu-tiny", "--arms", "fkl,nope", "--work", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: --arms ['nope'] are not arms") and err.count("\n") == 1
+  assert not (tmp_path / "heal").exists()  # nothing was trained
 
 
-def _metrics(**changes):
-  stat = lambda m: {"mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01}  # noqa: E731
-  m = {k: stat(0.1) for k in ("forward_kl", "reverse_kl", "jsd", "tvd", "entropy_gap", "top1_agreement",
-                              "topk_overlap@5", "topk_overlap@10", "student_ece")}
-  m.update(g_head=stat(0.05), g_tail=stat(0.15), teacher_ce=stat(2.0), num_tokens=10.0, num_sequences=2.0)
-  m.update({k: stat(v) if k not in ("num_tokens", "num_sequences") else v for k, v in changes.items()})
-  return {"alignment": {"output": {"metrics": m}}}
+def test_matched_mixture_takes_the_akl_units_mean_head_weight(tmp_path):
+  s = _sweep(tmp_path)
+  with pytest.raises(LookupError, match="akl_official-seed0 is needed first"):
+    s.unit_command("mix_matched", 0)
+  sweep.write_json_atomic(sweep.unit_path(s.spec, "akl_official", 0),
+                          _unit("akl_official", 0, training={"akl_head_weight": 0.3141592}))
+  cmd = s.unit_command("mix_matched", 0)
+  assert "loss.mix_weight=0.314159" in cmd and "loss.output_divergence=mix" not in cmd and "mix" in cmd
+  assert cmd[-6:-3] == ["seed=0", "student.source=run", f"student.path={s.heal_dir}"]
+  with pytest.raises(LookupError, match="akl_official-seed1"):
+    s.unit_command("mix_matched", 1)  # the same seed's AKL unit, never another's
+  order = s.planned()
+  assert order[:2] == [("init", None), ("start", None)] and order.index(("akl_official", 0)) < order.index(
+      ("mix_matched", 0))
 
 
-@pytest.mark.parametrize("changes,match", [
-    ({"g_tail": 0.5}, "2 TV"), ({"jsd": 0.9}, "jsd"), ({"forward_kl": -0.1}, "forward_kl"),
-    ({"top1_agreement": 1.5}, "top1_agreement"), ({"num_tokens": 11.0}, "num_tokens"),
-    ({"teacher_ce": 2.5}, "teacher_ce differs")])
-def test_check_report_rejects_inconsistent_numbers(tmp_path, changes, match):
-  path = tmp_path / "r.json"
-  path.write_text(json.dumps({"students": {"a": _metrics(), "b": _metrics()}}))
-  sweep.check_report(str(path), ["a", "b"])
-  path.write_text(json.dumps({"students": {"a": _metrics(), "b": _metrics(**changes)}}))
-  with pytest.raises(AssertionError, match=match):
-    sweep.check_report(str(path), ["a", "b"])
-  bad = _metrics()
-  bad["alignment"]["output"]["metrics"]["jsd"]["ci_low"] = 0.2  # the interval misses its mean
-  path.write_text(json.dumps({"students": {"a": bad}}))
-  with pytest.raises(AssertionError, match="jsd"):
-    sweep.check_report(str(path), ["a"])
-
-
-def test_check_report_checks_paired_differences(tmp_path):
-  path = tmp_path / "r.json"
-  diff = {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.15}
-  report = {"students": {"a": _metrics(), "b": _metrics(jsd=0.2)}, "paired": {"reference": "a", "students": {"b": {
-      "jsd": diff}}}}
-  path.write_text(json.dumps(report))
-  sweep.check_report(str(path), ["a", "b"])
-  diff["mean"] = 0.12  # no longer the difference of the two means
-  path.write_text(json.dumps(report))
-  with pytest.raises(AssertionError, match="paired difference"):
-    sweep.check_report(str(path), ["a", "b"])
+def test_unit_files_are_all_or_nothing(tmp_path):
+  path = str(tmp_path / "u.json")
+  sweep.write_json_atomic(path, _unit("fkl", 1))
+  assert sweep.load_unit(path, "fkl", 1)["arm"] == "fkl"
+  assert sweep.load_unit(path, "fkl", 2) is None  # another unit's file
+  text = open(path).read()
+  open(path, "w").write(text[: len(text) // 2])  # killed while writing (without the atomic rename)
+  assert sweep.load_unit(path, "fkl", 1) is None
+  bad = _unit("fkl", 1)
+  bad["scores"]["output"] = dict(bad["scores"]["output"], sums={"jsd": [0.5, float("nan"), 0.5]})
+  sweep.write_json_atomic(path, bad)
+  assert sweep.load_unit(path, "fkl", 1) is None
+  assert sweep.load_unit(str(tmp_path / "absent.json"), "fkl", 1) is None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "train.py")), reason="train.py (issue 5) not present yet")
-def test_cpu_tiny_sweep_produces_consistent_report(tmp_path, monkeypatch):
+def test_tiny_sweep_end_to_end_redoes_a_killed_unit(tmp_path, monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)  # train.py on this host's one CPU device, not the 8 simulated ones
-  assert sweep.main(["--scale", "cpu-tiny", "--out", str(tmp_path), "--methods", ",".join(CI_METHODS)]) == 0
-  report = sweep.check_report(str(tmp_path / "report" / "report.json"), ["init", *CI_METHODS])
-  for name in ("report.md", "layer_profile.png", "reliability.png", "training_curves.png"):
-    assert (tmp_path / "report" / name).stat().st_size > 0, name
-  md = (tmp_path / "report" / "report.md").read_text()
-  for name in ["init", *CI_METHODS]:
-    jsd = report["students"][name]["alignment"]["output"]["metrics"]["jsd"]["mean"]
-    assert f"| {name} | " in md and f"{jsd:.4g}" in md
-  assert "## Paired differences to `fkl` at the output" in md
-  assert set(report["paired"]["students"]) == {"init", *CI_METHODS} - {"fkl"}
-  # The lens pairs of the training config are evaluated for every student.
-  assert all(any(k.startswith("lens/") for k in s["alignment"]) for s in report["students"].values())
+  results, work = tmp_path / "results", tmp_path / "work"
+  args = ["--scale", "cpu-tiny", "--arms", "fkl", "--results", str(results), "--work", str(work)]
+  assert sweep.main([*args, "--seeds", "0", "--budget-minutes", "60"]) == 0
+  units = results / "units"
+  assert sorted(os.listdir(units)) == ["fkl-seed0.json", "init.json", "start.json"]
+  first = json.loads((units / "fkl-seed0.json").read_text())
+  assert "student.source=run" in first["command"] and first["training"]["last_loss"] is not None
+  assert {"output", "output/entropy_tercile_2"} <= set(first["scores"]) and any(
+      k.startswith("lens/") for k in first["scores"])
+  assert not (work / "units" / "fkl" / "seed0" / "checkpoints").exists()  # the file is the result
+  heal = json.loads((results / "heal.json").read_text())
+  assert "sft" in heal["command"] and (results / "entropy_edges.json").exists()
+
+  # A unit killed mid-write leaves a truncated file and a half-written run folder: it is redone, not counted.
+  (units / "fkl-seed0.json").write_text('{"schema": 1, "arm": "fkl", "seed": 0, "scores": {"out')
+  (work / "units" / "fkl" / "seed0" / "checkpoints" / "3").mkdir(parents=True)
+  assert sweep.main([*args, "--seeds", "0", "--budget-minutes", "60"]) == 0
+  redone = json.loads((units / "fkl-seed0.json").read_text())
+  assert redone["scores"]["output"] == first["scores"]["output"]  # deterministic: the same unit again
+
+  # The report aggregates what is present and lists what is missing.
+  assert sweep.main([*args, "--seeds", "0,1", "--report"]) == 0
+  report = json.loads((results / "report.json").read_text())
+  assert report["units_present"] == ["fkl-seed0", "init", "start"] and report["units_missing"] == ["fkl-seed1"]
+  ce = report["output"]["fkl"]["student_ce"]
+  assert ce["seeds"] == 1 and ce["ci_low"] <= ce["mean"] <= ce["ci_high"]
+  md = (results / "report.md").read_text()
+  assert (results / "teacher_lens.json").exists()  # written with the first report
+  assert "Units missing (1): fkl-seed1" in md and "| fkl | 1 |" in md and "The teacher's own logit lens" in md

@@ -14,6 +14,8 @@ from flax import nnx
 
 from jaxlens import data, models
 from jaxlens.export import cli, core
+from jaxlens.export.hf import NUMPY_DTYPES
+from jaxlens.models.gguf import read_gguf_tokenizer
 from jaxlens.run import model_sources
 from tiny_runs import gpt2_models, save_run, train_tiny_run, write_tokenizer_folder
 
@@ -102,7 +104,7 @@ def test_bfloat16_export_stores_the_rounded_weights(gpt2_run, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path, dtype):
   out = tmp_path / "gguf"
   assert cli.main([str(llama_run), str(out), "format=gguf", f"dtype={dtype}"]) == 0
@@ -112,11 +114,12 @@ def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path,
   assert back.config.num_layers == 2
   for a, b in zip(_params(back), _params(student), strict=True):
     b = np.asarray(b)
-    expected = b if dtype == "float32" or b.ndim == 1 else b.astype(ml_dtypes.bfloat16).astype(np.float32)
+    expected = b if b.ndim == 1 else b.astype(NUMPY_DTYPES[dtype]).astype(np.float32)  # norms stay F32
     np.testing.assert_array_equal(np.asarray(a), expected)
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model.gguf")
   np.testing.assert_allclose(_torch_logits(hf), _logits(back), atol=1e-4, rtol=0)
   run_tokenizer = model_sources.load_run_tokenizer(info.config["data"])
+  assert len(read_gguf_tokenizer(out / "model.gguf")["tokens"]) == back.config.vocab_size  # padded
   assert models.load_tokenizer(out / "model.gguf").encode(TEXT) == run_tokenizer.encode(TEXT)
   gguf_tok = transformers.AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")
   assert gguf_tok(TEXT, add_special_tokens=False)["input_ids"] == run_tokenizer.encode(TEXT)
@@ -137,7 +140,7 @@ def _tree(path):
     ("no checkpoint", "no checkpoints in"), ("non-empty", "is not empty"), ("under a file", "is not a folder"),
     ("gpt2 as gguf", "GGUF export supports the architectures"), ("unknown architecture", "unknown student architecture 'mamba'"),
     ("bad dtype", "dtype='int8' is not one of"), ("unknown key", "did you mean 'overwrite'"),
-    ("one folder", "expected RUN_DIR and OUT_DIR")])
+    ("one folder", "expected RUN_DIR and OUT_DIR"), ("non-finite", "NaN or inf parameters")])
 def test_refusals_print_one_error_line_and_write_nothing(case, match, gpt2_run, tokenizer_dir, tmp_path, capsys):
   run, out, extra = gpt2_run, tmp_path / "out", []
   if case == "no checkpoint":
@@ -154,6 +157,10 @@ def test_refusals_print_one_error_line_and_write_nothing(case, match, gpt2_run, 
   elif case == "unknown architecture":
     teacher, student = gpt2_models()
     run = save_run(tmp_path / "mamba_run", teacher, student, {"tokenizer": str(tokenizer_dir)}, family="mamba")
+  elif case == "non-finite":
+    teacher, student = gpt2_models()
+    student.blocks[1].mlp.up[...] = student.blocks[1].mlp.up[...].at[0, 0].set(jnp.nan)
+    run = save_run(tmp_path / "nan_run", teacher, student, {"tokenizer": str(tokenizer_dir)})
   elif case == "bad dtype":
     extra = ["dtype=int8"]
   elif case == "unknown key":

@@ -12,7 +12,7 @@ LOGITS = jnp.zeros((2, 3, 5))
 
 def test_registry_names_and_lookup():
   assert sorted(losses.DIVERGENCES) == [
-      "adaptive_kl", "forward_kl", "jsd", "reverse_kl", "skew_kl", "skew_reverse_kl", "tad", "tvd",
+      "adaptive_kl", "forward_kl", "jsd", "mix", "reverse_kl", "skew_kl", "skew_reverse_kl", "tad", "tvd",
   ]
   for name, fn in losses.DIVERGENCES.items():
     assert losses.get_divergence(name) is fn

@@ -34,6 +34,11 @@ CASES = {
     "akl_official": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"mu": 0.5, "head_rule": "official"}),
     "akl_paper": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"mu": 0.5, "head_rule": "paper"}),
     "akl_official_mu0.8": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"mu": 0.8, "head_rule": "official"}),
+    "akl_r_official": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"head_rule": "official", "swap_weights": True}),
+    "akl_r_paper": (losses.adaptive_kl, ref.adaptive_kl_per_token, {"head_rule": "paper", "swap_weights": True}),
+    "mix_0.3": (losses.mix, ref.kl_mixture_per_token, {"weight": 0.3}),
+    "mix_0": (losses.mix, ref.kl_mixture_per_token, {"weight": 0.0}),
+    "mix_1": (losses.mix, ref.kl_mixture_per_token, {"weight": 1.0}),
     "akl_threshold": (
         functools.partial(losses.adaptive_kl, head_method="threshold"),
         ref.adaptive_kl_per_token,
@@ -166,3 +171,21 @@ def test_cross_entropy_matches_torch(x64, dtype, tolerance, reduction):
         torch.tensor(student).reshape(-1, SHAPE[-1]), torch.tensor(labels_with_ignore).reshape(-1)
     )
     np.testing.assert_allclose(np.asarray(value), torch_ce.numpy(), rtol=tolerance)
+
+
+@pytest.mark.parametrize("head_rule", ["official", "paper"])
+def test_akl_head_weight_matches_torch_ratio(x64, head_rule):
+  teacher, student = _logits(11)
+  got = losses.adaptive_kl_head_weight(jnp.asarray(teacher), jnp.asarray(student), head_rule=head_rule,
+                                       temperature=1.5)
+  want, _ = ref.akl_ratio(torch.tensor(teacher), torch.tensor(student), 1.5, 0.5, head_rule, 1e-12)
+  np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_mixture_endpoints_are_the_two_kls(x64):
+  teacher, student = _logits(12)
+  t, s = jnp.asarray(teacher), jnp.asarray(student)
+  np.testing.assert_allclose(losses.mix(t, s, weight=1.0), losses.forward_kl(t, s), rtol=1e-12)
+  np.testing.assert_allclose(losses.mix(t, s, weight=0.0), losses.reverse_kl(t, s), rtol=1e-12)
+  with pytest.raises(ValueError, match="weight"):
+    losses.mix(t, s, weight=1.5)

@@ -76,3 +76,17 @@ def test_gather_stacks_the_paired_hidden_states():
   np.testing.assert_array_equal(np.asarray(student[:, 0, 0, 0]), [1.0, 3.0])
   with pytest.raises(ValueError, match="has 4 entries"):
     layer_map.gather(teacher_states[:4], student_states)
+
+
+def test_construction_map_follows_the_kept_blocks():
+  from jaxlens.losses import construction_layer_map
+  m = construction_layer_map(range(0, 30, 3), 30)  # SmolLM2 student of every third block
+  assert (m.teacher_layers, m.student_layers) == ((4, 7, 13, 19, 22), (2, 3, 5, 7, 8))
+  # student hidden state s went through teacher blocks kept[0..s-1]: it pairs with the state after kept[s-1]
+  kept = [0, 1, 4, 8, 12, 16, 20, 24, 28, 29]
+  m = construction_layer_map(kept, 30, 3)
+  assert all(t == kept[s - 1] + 1 for t, s in zip(m.teacher_layers, m.student_layers))
+  assert (m.teacher_num_layers, m.student_num_layers) == (30, 10)
+  for bad in ([], [3, 1], [0, 30], [2, 2]):
+    with pytest.raises(ValueError, match="kept_blocks"):
+      construction_layer_map(bad, 30)

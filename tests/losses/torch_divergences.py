@@ -87,9 +87,15 @@ def akl_ratio(t, s, temperature=1.0, mu=0.5, head_rule="official", eps=0.0):
   return head_gap / (head_gap + tail_gap + eps), tail_gap / (head_gap + tail_gap + eps)
 
 
-def adaptive_kl_per_token(t, s, temperature=1.0, mu=0.5, head_rule="official", eps=1e-12):
+def adaptive_kl_per_token(t, s, temperature=1.0, mu=0.5, head_rule="official", eps=1e-12, swap_weights=False):
   w_head, w_tail = akl_ratio(t, s, temperature, mu, head_rule, eps)
+  if swap_weights:  # AKL-r: the tail gap weighs forward KL, the head gap reverse KL
+    w_head, w_tail = w_tail, w_head
   return w_head * forward_kl_per_token(t, s, temperature) + w_tail * reverse_kl_per_token(t, s, temperature)
+
+
+def kl_mixture_per_token(t, s, temperature=1.0, weight=0.5):
+  return weight * forward_kl_per_token(t, s, temperature) + (1 - weight) * reverse_kl_per_token(t, s, temperature)
 
 
 def tad_per_token(t, s, temperature=1.0, k=10, beta=2.0, mask=None):

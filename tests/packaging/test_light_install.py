@@ -101,8 +101,19 @@ def test_jaxlens_losses_work_in_a_core_only_environment(tmp_path):
   assert len(values) == 2 and all(v > 0 for v in values)
 
 
-def test_every_command_imports_with_the_all_extra(tmp_path):
+ALL = """
+import sys
+def loaded(prefix):
+  return [m for m in sys.modules if m.startswith(prefix)]
+import jaxlens.export.cli, jaxlens.export.core
+assert not loaded("jaxlens.train") and not loaded("jaxlens.eval"), "export must not import train or eval"
+import jaxlens.eval.cli, jaxlens.eval.loading
+assert not loaded("jaxlens.train"), "eval must not import train"
+import jaxlens.train.cli, jaxlens.train.trainer
+"""
+
+
+def test_every_command_imports_with_the_all_extra_and_export_imports_neither_train_nor_eval(tmp_path):
   python = make_env(tmp_path / "all", closure(("all",)))
-  code = "import jaxlens.train.trainer, jaxlens.eval.cli, jaxlens.eval.loading, jaxlens.export.core, jaxlens.export.cli"
-  result = run(python, code)
+  result = run(python, ALL)
   assert result.returncode == 0, result.stderr[-2000:]

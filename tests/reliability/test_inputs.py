@@ -47,7 +47,7 @@ def test_data_file_problems_name_the_file_and_line(tmp_path, capsys):
           r"num\.jsonl:2: column 'output' is int, expected str",
       str(tmp_path / "absent.jsonl"): r"instruction data file not found: .*absent\.jsonl",
       data_file(tmp_path, "data.csv", "instruction,output\na,b\n"):
-          r"data\.source='.*data\.csv': expected chatterbot or a local \.json / \.jsonl file",
+          r"data\.source='.*data\.csv': expected chatterbot, wordnet or a local \.json / \.jsonl file",
   }
   for source, match in cases.items():
     line = refused(capsys, out, f"data.source={source}")

@@ -19,16 +19,22 @@ from jaxlens.train.objective import resolve_layer_pairs
 
 def test_no_arguments_is_the_embedded_smollm2_default():
   cfg = tconfig.resolve([])
-  assert cfg == tconfig.TrainConfig()  # the dataclass defaults are the smollm2 preset (what --help shows)
-  assert cfg.preset == "smollm2"
-  assert (cfg.teacher.source, cfg.student.source, cfg.student.every) == ("smollm2", "teacher_layers", 3)
-  assert (cfg.data.source, cfg.data.template, cfg.data.seq_len) == ("chatterbot", "chatml", 64)
-  # DistillLens: RKL output + 1.0 × JSD(β = 0.5) lens on 5 uniform pairs, no CE.
+  assert cfg == tconfig.resolve(["smollm2"]) and cfg.preset == "smollm2"
+  assert (cfg.teacher.source, cfg.student.source, cfg.student.blocks) == ("smollm2", "teacher_layers",
+                                                                          (0, 3, 6, 9, 12, 15, 18, 21, 24, 29))
+  assert (cfg.data.source, cfg.data.template, cfg.data.seq_len, cfg.data.split) == ("chatterbot", "chatml", 64,
+                                                                                      "prompt")
+  # A healthy DistillLens: 0.5 CE + 0.5 (AKL output + 1.0 × JSD(β = 0.5) on 5 normed lens pairs that follow the
+  # student's construction).
   loss = cfg.loss
-  assert (loss.alpha, loss.output_divergence, loss.lens_divergence, loss.lens_weight, loss.beta,
-          loss.num_lens_pairs, loss.lens_norm, loss.reference_mask_bug) == (1.0, "reverse_kl", "jsd", 1.0, 0.5, 5,
-                                                                            False, False)
-  assert resolve_layer_pairs(loss, 30, 10).teacher_layers == (5, 10, 15, 20, 25)
+  assert (loss.alpha, loss.output_divergence, loss.head_rule, loss.lens_divergence, loss.lens_weight, loss.beta,
+          loss.num_lens_pairs, loss.lens_norm, loss.layer_map) == (0.5, "adaptive_kl", "official", "jsd", 1.0, 0.5,
+                                                                   5, True, "construction")
+  assert resolve_layer_pairs(loss, 30, 10, cfg.student.blocks).teacher_layers == (4, 7, 13, 19, 22)
+  # The dataclass defaults are DistillLens as released: RKL output + raw-lens JSD on 5 uniform pairs, no CE.
+  raw = tconfig.TrainConfig().loss
+  assert (raw.alpha, raw.output_divergence, raw.lens_norm, raw.layer_map) == (1.0, "reverse_kl", False, "uniform")
+  assert resolve_layer_pairs(raw, 30, 10).teacher_layers == (5, 10, 15, 20, 25)
 
 
 @pytest.mark.parametrize("preset, teacher, student", [
@@ -57,13 +63,13 @@ def test_baseline_presets_compose_with_a_model_preset(name, alpha, divergences):
 
 
 def test_experiment_sweep_command_lines_resolve():
-  """Every (scale, method) command of experiments/sweep.py is a valid train.py command line."""
+  """Every (scale, arm) command of experiments/sweep.py, and every method, is a valid train.py command line."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import sweep
   methods = yaml.safe_load(open(os.path.join(ROOT, "experiments", "methods.yaml")))
-  scales = os.path.join(ROOT, "experiments", "scales")
-  for scale in os.listdir(scales):
-    spec = yaml.safe_load(open(os.path.join(scales, scale)))
-    for overrides in methods.values():
-      tconfig.resolve([*map(str, spec["train"]), *map(str, overrides), "out_dir=/tmp/x"])
+  for scale in os.listdir(os.path.join(ROOT, "experiments", "scales")):
+    spec = sweep.load_scale(scale.removesuffix(".yaml"))
+    sweep.validate(spec, methods, list(methods))
 
 
 def test_overrides_types_and_round_trip():
@@ -92,12 +98,26 @@ def test_overrides_types_and_round_trip():
     (["tiny", "batch_size=6", "grad_accum=4"], r"batch_size=6 must be a multiple of grad_accum=4"),
     (["tiny", "parallel.data=-1", "parallel.tensor=-1"], r"at most one of parallel.data/fsdp/tensor may be -1"),
     (["tiny", "teacher.source=teacher_layers"], r"teacher.source=teacher_layers is only valid for the student"),
+    (["tiny", "teacher.source=run", "teacher.path=runs/x"], r"teacher.source=run is only valid for the student"),
+    (["tiny", "student.source=run"], r"student.source=run needs student.path"),
+    (["tiny", "student.blocks=3,1"], r"student.blocks must be increasing, unique and >= 0, got \[3, 1\]"),
+    (["tiny", "loss.mix_weight=1.2"], r"loss.mix_weight must be in \[0, 1\], got 1.2"),
+    (["tiny", "loss.layer_map=diagonal"], r"loss.layer_map='diagonal' is not one of \['uniform', 'construction'\]"),
+    (["tiny", "data.split=random"], r"data.split='random' is not one of \['prompt', 'example'\]"),
     (["nope"], r"unknown preset 'nope'; known: \["),
     (["tiny", "steps"], r"unknown preset 'steps'; known: \["),
 ])
 def test_bad_configs_fail_with_the_promised_message(argv, message):
   with pytest.raises(tconfig.ConfigError, match=message):
     tconfig.resolve(argv)
+
+
+def test_construction_layer_map_needs_the_kept_blocks():
+  cfg = tiny_config(loss__layer_map="construction", loss__num_lens_pairs=2)
+  pairs = resolve_layer_pairs(cfg.loss, 6, 3, (0, 2, 4))
+  assert (pairs.teacher_layers, pairs.student_layers) == ((1, 3), (1, 2))
+  with pytest.raises(ValueError, match="layer_map=construction needs a student built from teacher blocks"):
+    resolve_layer_pairs(cfg.loss, 6, 3)
 
 
 def test_bad_layer_map_names_the_index_and_depth():

@@ -23,14 +23,16 @@ from jaxlens.train.step import make_train_step
 CASES = {
     # DistillLens with some CE: RKL output + JSD lens on the raw residual stream.
     "llama-rkl-jsd": dict(loss__alpha=0.6, loss__output_divergence="reverse_kl", loss__lens_weight=0.7),
-    # GPT-2, two output divergences summed, normed lens with skew-KL, learned feature-MSE projection.
-    "gpt2-fkl+rkl-normed-mse": dict(teacher__family="gpt2", teacher__num_kv_heads=4, loss__alpha=0.3,
-                                    loss__output_divergence="forward_kl+reverse_kl", loss__lens_norm=True,
+    # GPT-2, two output divergences summed (FKL and a 0.3/0.7 FKL/RKL mixture), normed lens with skew-KL,
+    # learned feature-MSE projection.
+    "gpt2-fkl+mix-normed-mse": dict(teacher__family="gpt2", teacher__num_kv_heads=4, loss__alpha=0.3,
+                                    loss__output_divergence="forward_kl+mix", loss__mix_weight=0.3,
+                                    loss__lens_norm=True,
                                     loss__lens_divergence="skew_kl", loss__skew=0.3,
                                     loss__feature_mse_weight=0.5, loss__implementation="reference"),
-    # AKL output, reference implementation of the kernel, the reference code's lens-mask bug.
-    "llama-akl-bugmask": dict(loss__alpha=1.0, loss__output_divergence="adaptive_kl", loss__head_rule="paper",
-                              loss__implementation="reference", loss__reference_mask_bug=True),
+    # AKL-r output (swapped weights), reference implementation of the kernel, the reference code's lens-mask bug.
+    "llama-aklr-bugmask": dict(loss__alpha=1.0, loss__output_divergence="adaptive_kl", loss__head_rule="paper",
+                               loss__akl_swap=True, loss__implementation="reference", loss__reference_mask_bug=True),
 }
 
 
@@ -45,7 +47,8 @@ def reference_loss(pieces, params, batch):
   mask = batch["loss_mask"]
   wt, ws = jax.lax.stop_gradient(teacher.unembedding()), student.unembedding()
   kwargs = lambda name: {"forward_kl": {}, "reverse_kl": {}, "jsd": dict(beta=cfg.beta),  # noqa: E731
-                         "skew_kl": dict(alpha=cfg.skew), "adaptive_kl": dict(mu=cfg.mu, head_rule=cfg.head_rule)}[name]
+                         "skew_kl": dict(alpha=cfg.skew), "mix": dict(weight=cfg.mix_weight),
+                         "adaptive_kl": dict(mu=cfg.mu, head_rule=cfg.head_rule, swap_weights=cfg.akl_swap)}[name]
   ce = losses.cross_entropy(s_out.logits, batch["labels"], mask)
   output = sum(losses.get_divergence(n)(t_hs[-1] @ wt, s_out.hidden_states[-1] @ ws, mask, **kwargs(n))
                for n in cfg.output_divergence.split("+"))
@@ -88,6 +91,17 @@ def test_step_loss_and_gradients_match_hand_composed_reference(case):
   for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
     np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-7, err_msg=jax.tree_util.keystr(path))
 
+  if pieces.cfg.loss.output_divergence == "adaptive_kl":  # the logged head weight: mean and histogram
+    teacher, student = pieces.teacher, ModelParts.of(pieces.student).merge(params["student"])
+    kw = dict(attention_mask=batch["attention_mask"], positions=batch["positions"])
+    w = losses.adaptive_kl_head_weight(teacher(batch["input_ids"], **kw).logits,
+                                       student(batch["input_ids"], **kw).logits, head_rule="paper")
+    mask = np.asarray(batch["loss_mask"], np.float64)
+    np.testing.assert_allclose(float(sums["akl_head_weight"]) / count, np.sum(np.asarray(w) * mask) / count,
+                               rtol=1e-5)
+    hist = [float(sums[f"akl_head_weight_bin_{k}"]) for k in range(10)]
+    assert sum(hist) == count
+    assert hist[int(np.floor(np.asarray(w)[mask > 0][0] * 10))] >= 1
   if case != "llama-rkl-jsd":
     return  # the full step is compiled once (it is slow to compile on CPU); its parts are checked above
   # The full step reports the same loss and the pre-clipping gradient norm, and applies AdamW to those grads.
