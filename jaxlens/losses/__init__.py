@@ -19,6 +19,7 @@ from jaxlens.losses.layer_map import construction_layer_map
 from jaxlens.losses.layer_map import uniform_layer_map
 from jaxlens.losses.lens import TileConfig
 from jaxlens.losses.lens import lens_loss
+from jaxlens.losses.linear_cross_entropy import linear_cross_entropy
 from jaxlens.losses.mixture import mix
 from jaxlens.losses.reduction import masked_sum_and_count
 from jaxlens.losses.reduction import reduce_loss
@@ -40,6 +41,7 @@ __all__ = [
     "get_divergence",
     "jsd",
     "lens_loss",
+    "linear_cross_entropy",
     "masked_sum_and_count",
     "mix",
     "reduce_loss",

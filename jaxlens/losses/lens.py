@@ -370,7 +370,8 @@ def lens_loss(
     reduction: Reduction = "mean",
     implementation: Implementation = "tiled",
     tile: TileConfig = TileConfig(),
-) -> jax.Array:
+    return_pair_sums: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   r"""Logit-lens distillation loss over P layer pairs (the output KD term is the same call with P = 1).
 
   .. math::
@@ -400,9 +401,11 @@ def lens_loss(
       implementation does not differentiate it).
     implementation: ``"tiled"`` (memory O(N·D·P + block·V)) or ``"reference"`` (materialises ``[P, N, V]``).
     tile: static :class:`TileConfig` (block size, vocabulary padding, matmul compute dtype).
+    return_pair_sums: also return the ``[P]`` float32 per-pair sums S_i of the same sweep (stop-gradient), e.g.
+      to log every pair while differentiating one call over all P pairs.
 
   Returns:
-    float32 scalar, or ``[P]`` for ``"per_pair"``.
+    float32 scalar, or ``[P]`` for ``"per_pair"``; with ``return_pair_sums``, ``(that, S)``.
 
   Raises:
     ValueError: on P or N mismatch between the hidden states, vocabulary mismatch between the unembeddings, a
@@ -442,5 +445,5 @@ def lens_loss(
                                       pad_vocab(teacher_unembed, tile.vocab_multiple),
                                       pad_vocab(student_unembed, tile.vocab_multiple), mask)
   if reduction == "per_pair":
-    return pair_sums / jnp.maximum(count, 1.0)
-  return loss
+    loss = pair_sums / jnp.maximum(count, 1.0)
+  return (loss, lax.stop_gradient(pair_sums)) if return_pair_sums else loss

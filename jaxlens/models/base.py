@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlens.models.config import ModelConfig
-from jaxlens.models.layers import REMAT_POLICIES, AttentionMask, RematPolicy, run_block
+from jaxlens.models.layers import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES, AttentionImplementation, AttentionMask
+from jaxlens.models.layers import RematPolicy, run_block
 
 
 class KVCache(NamedTuple):
@@ -61,10 +62,25 @@ class CausalLM(nnx.Module):
   blocks: nnx.List
 
   def __init__(self, config: ModelConfig, *, dtype, param_dtype, remat: bool | RematPolicy):
-    policy = ("full" if remat else "none") if isinstance(remat, bool) else remat
+    policy = ("block" if remat else "none") if isinstance(remat, bool) else remat
     if policy not in REMAT_POLICIES:
       raise ValueError(f"remat must be a bool or one of {REMAT_POLICIES}, got {remat!r}")
     self.config, self.dtype, self.param_dtype, self.remat = config, dtype, param_dtype, policy
+    self.attention: AttentionImplementation = "xla"
+
+  def use_attention(self, implementation: AttentionImplementation) -> CausalLM:
+    """Selects the attention kernel of full-sequence passes (``"xla"`` | ``"cudnn"``; see
+    :func:`jaxlens.models.layers.attend`); returns ``self``.
+
+    Raises:
+      ValueError: on an unknown kernel, or ``"cudnn"`` with a compute dtype other than bfloat16/float16.
+    """
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation == "cudnn" and jnp.dtype(self.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+      raise ValueError(f"cuDNN attention needs a bfloat16/float16 compute dtype, got {jnp.dtype(self.dtype)}")
+    self.attention = implementation
+    return self
 
   def embed_tokens(self, input_ids: jax.Array, positions: jax.Array) -> jax.Array:
     """The input embeddings ``[B, T, D]`` of ``input_ids`` ``[B, T]`` at ``positions`` ``[B, T]``."""
@@ -131,10 +147,10 @@ class CausalLM(nnx.Module):
         positions = positions + cache.valid.sum(-1, keepdims=True, dtype=jnp.int32)
     positions = positions.astype(jnp.int32)
     if cache is None:
-      mask = AttentionMask(jnp.arange(t), real, jnp.zeros((), jnp.int32))
+      mask = AttentionMask(jnp.arange(t), real, jnp.zeros((), jnp.int32), self.attention)
     else:
       valid = jax.lax.dynamic_update_slice(cache.valid, real, (0, cache.index))  # [B, S]
-      mask = AttentionMask(cache.index + jnp.arange(t), valid, cache.index)
+      mask = AttentionMask(cache.index + jnp.arange(t), valid, cache.index, self.attention)
     x = self.embed_tokens(input_ids, positions)  # [B, T, D]
     hidden, keys, values = [x], [], []
     for i, block in enumerate(self.blocks):

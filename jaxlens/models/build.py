@@ -23,7 +23,7 @@ def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dt
     rngs: random streams (``rngs.params()`` draws the weights).
     dtype: compute dtype (e.g. ``jnp.bfloat16``); norms and softmax stay float32.
     param_dtype: parameter storage dtype (e.g. float32 master weights with bf16 compute).
-    remat: block rematerialisation: False/"none", True/"full", or "dots" (keep matmul outputs).
+    remat: block rematerialisation: False/"none", True/"block", or "dots" (keep matmul outputs).
 
   Returns:
     The model (an ``nnx.Module``); wrap in ``nnx.eval_shape`` to get only shapes.

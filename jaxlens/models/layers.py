@@ -8,14 +8,17 @@ Norms and the attention softmax run in float32 whatever the compute dtype.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax import struct
 
-RematPolicy = Literal["none", "full", "dots"]
-REMAT_POLICIES = ("none", "full", "dots")
+RematPolicy = Literal["none", "block", "dots"]
+REMAT_POLICIES = ("none", "block", "dots")
+AttentionImplementation = Literal["xla", "cudnn"]
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
 
 
 def param(rngs: nnx.Rngs | None, shape: tuple[int, ...], axes: tuple[str | None, ...], dtype,
@@ -72,18 +75,21 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
           "silu": jax.nn.silu, "relu": jax.nn.relu}[name]
 
 
-class AttentionMask(NamedTuple):
+@struct.dataclass
+class AttentionMask:
   """Which key slots each query may see: slot s is visible from query t iff ``valid[b, s]`` and s ≤ ``slots[t]``.
 
   Attributes:
     slots: ``[T]`` int32, the cache slot of each query token (``arange(T)`` without a cache).
     valid: ``[B, S]`` bool, the key slots holding real tokens (padding and unwritten cache slots are False).
     index: ``[]`` int32, the slot the first query token is written to (0 without a cache).
+    implementation: static, the kernel of :func:`attend` without a KV cache (see there).
   """
 
   slots: jax.Array
   valid: jax.Array
   index: jax.Array
+  implementation: AttentionImplementation = struct.field(pytree_node=False, default="xla")
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask,
@@ -104,31 +110,35 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask,
   Returns:
     ``([B, T, H, K]`` outputs in ``q.dtype``, the updated cache with k, v written at ``mask.index`` or None).
     A query that sees no slot (a padding token) gets a uniform average instead of NaN.
+
+  Kernels: both go through :func:`jax.nn.dot_product_attention` (scores and softmax in float32).
+  ``mask.implementation="xla"`` (the default and the fallback) applies the full ``[B, T, S]`` visibility mask.
+  ``"cudnn"`` (GPU, bf16/fp16 only) runs cuDNN's flash attention with its causal mask and the key-padding mask
+  as a ``[B, 1, 1, S]`` bias, never forming ``[B, H, T, S]`` scores; it is used only without a KV cache (training
+  and teacher-forced evaluation: query t is slot t), a cache step falls back to ``"xla"``.
   """
   if kv_cache is not None:
     start = (0, mask.index, 0, 0)
     kv_cache = (jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), start),
                 jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), start))
     k, v = kv_cache
-  b, t, h, d = q.shape
-  g = k.shape[2]
-  q = q.reshape(b, t, g, h // g, d)  # [B, T, G, R, K]
-  scores = jnp.einsum("btgrk,bsgk->bgrts", q, k, preferred_element_type=jnp.float32) * d**-0.5  # [B, G, R, T, S]
+  v = v.astype(q.dtype)
+  k = k.astype(q.dtype)
+  if mask.implementation == "cudnn" and kv_cache is None:
+    return jax.nn.dot_product_attention(q, k, v, mask=mask.valid[:, None, None, :], is_causal=True,
+                                        implementation="cudnn"), None
   visible = mask.valid[:, None, :] & (jnp.arange(k.shape[1])[None, None, :] <= mask.slots[None, :, None])  # [B, T, S]
-  scores = jnp.where(visible[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, G, R, T, S]
-  out = jnp.einsum("bgrts,bsgk->btgrk", probs, v)  # [B, T, G, R, K]
-  return out.reshape(b, t, h, d), kv_cache
+  return jax.nn.dot_product_attention(q, k, v, mask=visible[:, None], implementation="xla"), kv_cache
 
 
 def run_block(policy: RematPolicy, block: nnx.Module, *args):
   """``block(*args)``, rematerialised in the backward pass per ``policy``.
 
-  ``"none"`` stores every activation; ``"full"`` keeps only the block's inputs and recomputes the rest;
+  ``"none"`` stores every activation; ``"block"`` keeps only the block's inputs and recomputes the rest;
   ``"dots"`` also keeps the outputs of matmuls without batch dimensions
   (``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``).
   """
   if policy == "none":
     return block(*args)
-  checkpoint_policy = None if policy == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  checkpoint_policy = None if policy == "block" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
   return nnx.remat(lambda module, *a: module(*a), policy=checkpoint_policy)(block, *args)

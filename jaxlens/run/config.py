@@ -259,19 +259,34 @@ class OptimConfig:
 
 # ------------------------------------------------------------------------------------------------- precision
 DTYPES = ("float32", "bfloat16")
+REMAT = ("none", "block", "dots")
+ATTENTION = ("xla", "cudnn", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
 class PrecisionConfig:
-  """Compute and storage dtypes; master weights and optimizer state are always float32."""
+  """Compute and storage dtypes, rematerialisation and the attention kernel; master weights and optimizer state
+  are always float32."""
 
   compute: str = opt("float32", "activation / matmul dtype of both models: float32 | bfloat16")
   teacher_params: str = opt("float32", "storage dtype of the frozen teacher's weights: float32 | bfloat16")
-  remat: bool = opt(False, "rematerialise each student block in the backward pass (less memory, more compute)")
+  remat: str = opt("none", "student rematerialisation in the backward pass: none | block (keep each block's "
+                   "input, recompute the rest) | dots (also keep matmul outputs); true/false mean block/none")
+  attention: str = opt("xla", "attention kernel of both models: xla (any device) | cudnn (GPU flash attention, "
+                       "needs compute=bfloat16) | auto (cudnn on a GPU with compute=bfloat16, else xla)")
+
+  def __post_init__(self):  # the former boolean switch: true/false (YAML bools or strings) = block/none
+    flag = str(self.remat).lower()
+    if flag in ("true", "1", "yes", "false", "0", "no"):
+      object.__setattr__(self, "remat", "block" if flag in ("true", "1", "yes") else "none")
 
   def validate(self) -> None:
     _one_of("precision.compute", self.compute, DTYPES)
     _one_of("precision.teacher_params", self.teacher_params, DTYPES)
+    _one_of("precision.remat", self.remat, REMAT)
+    _one_of("precision.attention", self.attention, ATTENTION)
+    _check(self.attention != "cudnn" or self.compute == "bfloat16",
+           f"precision.attention=cudnn needs precision.compute=bfloat16, got {self.compute}")
 
 
 # -------------------------------------------------------------------------------------------------- parallel

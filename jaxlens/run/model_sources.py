@@ -68,9 +68,10 @@ def load_run_tokenizer(data_spec: Mapping[str, Any]) -> models.Tokenizer:
   return models.load_tokenizer(None if data_spec["tokenizer"] == "smollm2" else data_spec["tokenizer"])
 
 
-def with_remat(model: models.CausalLM, remat: bool) -> models.CausalLM:
-  """``model`` (same parameters) with block rematerialisation on or off."""
-  policy = "full" if remat else "none"
+def with_remat(model: models.CausalLM, remat: bool | str) -> models.CausalLM:
+  """``model`` (same parameters) with rematerialisation policy ``remat`` (``none`` | ``block`` | ``dots``;
+  True/False = block/none)."""
+  policy = ("block" if remat else "none") if isinstance(remat, bool) else remat
   if model.remat == policy:
     return model
   cfg = model.config
@@ -80,14 +81,14 @@ def with_remat(model: models.CausalLM, remat: bool) -> models.CausalLM:
 
 
 def make_student(spec: Mapping[str, Any], teacher: models.CausalLM, *, dtype=jnp.float32,
-                 remat: bool = False) -> models.CausalLM:
+                 remat: bool | str = False) -> models.CausalLM:
   """The student of a model source (``teacher_layers`` | ``hf`` | ``random`` | ``smollm2``), float32 weights.
 
   Args:
     spec: the ``student.*`` mapping.
     teacher: the (float32) teacher, for ``teacher_layers``.
     dtype: compute dtype (``teacher_layers`` inherits the teacher's).
-    remat: rematerialise every block in the backward pass.
+    remat: the blocks' rematerialisation policy (see :func:`with_remat`).
 
   Raises:
     FileNotFoundError: if an HF folder or the GGUF is missing.

@@ -7,7 +7,9 @@
 
 with response mask m (``loss_mask``), N = Σ_t m_t over the *global* batch, and per token t:
 
-- CE: ``−log q_final(y_t)`` on the student's logits (computed only when α < 1).
+- CE: ``−log q_final(y_t)`` of the student (computed only when α < 1) through
+  :func:`jaxlens.losses.linear_cross_entropy` on the final normed hidden states and the student's unembedding,
+  so the tiled kernel never materialises the ``[N, V]`` student logits.
 - L_out: Σ_d D_d(p_final ‖ q_final) over the output divergences (``forward_kl+reverse_kl`` sums two), through
   :func:`jaxlens.losses.lens_loss` with one pair: the final *normed* hidden states and each model's own
   unembedding, so the ``[N, V]`` logits are never materialised by the tiled kernel.
@@ -52,13 +54,14 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
     teacher_layers, student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
     student_blocks: the teacher block each student block was copied from (``None``: not built from the teacher).
 
-  A map of more pairs than either model has blocks, with a repeated pair, or with the degenerate pair (0, 0)
-  (both embedding outputs: no block on either side) is refused.
+  A map with a repeated pair or the degenerate pair (0, 0) (both embedding outputs: no block on either side)
+  is refused, and so is a rule-made map of more pairs than either model has blocks (``num_lens_pairs=50`` on
+  a 3-block student); an explicit map may pair several teacher layers with one student layer.
 
   Raises:
     ConfigError (a ValueError): on an index outside ``[0, L]`` (naming it and L), lists of different lengths,
-      more pairs than blocks, a repeated pair, the pair (0, 0), or ``layer_map=construction`` for a student
-      not built from teacher blocks.
+      a rule-made map of more pairs than blocks, a repeated pair, the pair (0, 0), or ``layer_map=construction``
+      for a student not built from teacher blocks.
   """
   try:
     if cfg.teacher_layers:
@@ -72,7 +75,7 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
     else:
       layer_map = losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
     pairs = list(zip(layer_map.teacher_layers, layer_map.student_layers))
-    if len(pairs) > min(teacher_layers, student_layers):
+    if not cfg.teacher_layers and len(pairs) > min(teacher_layers, student_layers):
       raise ValueError(f"{len(pairs)} pairs are more than the {min(teacher_layers, student_layers)} blocks of the "
                        f"{'student' if student_layers <= teacher_layers else 'teacher'}")
     repeated = sorted({p for p in pairs if pairs.count(p) > 1})
@@ -145,12 +148,16 @@ class Objective:
   def uses_mse(self) -> bool:
     return self.cfg.alpha > 0.0 and self.cfg.feature_mse_weight > 0.0
 
-  def _pair_sum(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence):
-    """Σ_t m_t D(h^T_t W_T, h^S_t W_S) of one pair (``[N, D]`` hidden states), differentiable in the student."""
-    return losses.lens_loss(t_hidden[None], s_hidden[None], t_unembed, s_unembed, mask, divergence=divergence,
+  @property
+  def tile(self) -> losses.TileConfig:
+    return losses.TileConfig(block_tokens=self.cfg.block_tokens)
+
+  def _pair_sums(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence):
+    """``(Σ_i S_i, S)`` with S_i = Σ_t m_t D(h^T_it W_T, h^S_it W_S) over ``[P, N, D]`` hidden states: one kernel
+    sweep for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through Σ_i S_i."""
+    return losses.lens_loss(t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence=divergence,
                             divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
-                            implementation=self.cfg.implementation,
-                            tile=losses.TileConfig(block_tokens=self.cfg.block_tokens))
+                            implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True)
 
   def head_weight_sums(self, teacher_logits, student_logits, mask) -> dict[str, jax.Array]:
     """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) at the output, as masked sums
@@ -164,7 +171,7 @@ class Objective:
     return head_weight_histogram(weight, mask)
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
-           student_logits=None, teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
+           teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
     """The token-weighted numerators of every term and the token count of one (micro-)batch.
 
     Args:
@@ -172,7 +179,6 @@ class Objective:
         model (HF convention: ``[L]`` after the final norm).
       teacher_unembed ``[D_T, V]``, student_unembed ``[D_S, V]``: each model's LM head (``x @ W``).
       batch: a data ``Batch`` with ``labels [B, T]`` and ``loss_mask [B, T]``.
-      student_logits: ``[B, T, V]``, required when α < 1 (the CE term).
       teacher_norm, student_norm: each model's final norm, required when ``lens_norm``.
       projection: ``[D_T, D_S]`` feature-MSE projection, required when ``feature_mse_weight > 0``.
 
@@ -192,37 +198,38 @@ class Objective:
     zero = jnp.zeros((), jnp.float32)
     out = {"count": jnp.sum(flat_mask), "ce": zero, "output": zero, "lens": zero, "mse": zero}
 
-    if self.uses_ce:
-      if student_logits is None:
-        raise ValueError("loss.alpha < 1 needs the student's logits for the CE term")
-      out["ce"] = losses.cross_entropy(student_logits, batch["labels"], mask, reduction="sum")
-
     flat = lambda h: h.reshape(b * t, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
+    if self.uses_ce:
+      out["ce"] = losses.linear_cross_entropy(flat(student_hidden[-1]), student_unembed,
+                                              batch["labels"].reshape(b * t), flat_mask, reduction="sum",
+                                              implementation=cfg.implementation, tile=self.tile)
+
     if cfg.alpha > 0.0:
-      t_final, s_final = flat(teacher_hidden[-1]), flat(student_hidden[-1])
+      t_final, s_final = flat(teacher_hidden[-1])[None], flat(student_hidden[-1])[None]
       for name in cfg.output_divergences():
-        out["output"] = out["output"] + self._pair_sum(t_final, s_final, teacher_unembed, student_unembed,
-                                                       flat_mask, name)
+        out["output"] = out["output"] + self._pair_sums(t_final, s_final, teacher_unembed, student_unembed,
+                                                        flat_mask, name)[0]
       if "adaptive_kl" in cfg.output_divergences():
-        out.update(self.head_weight_sums(t_final @ teacher_unembed, s_final @ student_unembed, flat_mask))
+        out.update(self.head_weight_sums(t_final[0] @ teacher_unembed, s_final[0] @ student_unembed, flat_mask))
 
     if self.uses_lens:
-      # One kernel call per pair (the tiled kernel streams pair by pair anyway): each pair's sum is both
-      # differentiable and logged, and the reference bug's per-pair masks need no special path.
       p = self.pairs.num_pairs
-      masks = (reference_bug_masks(mask, p).reshape(p, b * t) if cfg.reference_mask_bug
-               else jnp.broadcast_to(flat_mask, (p, b * t)))
-      pair_sums = []
-      for i, (k, j) in enumerate(zip(self.pairs.teacher_layers, self.pairs.student_layers)):
-        t_h, s_h = teacher_hidden[k], student_hidden[j]
-        if cfg.lens_norm:
-          if teacher_norm is None or student_norm is None:
-            raise ValueError("loss.lens_norm=true needs both models' final norms")
-          t_h, s_h = jax.lax.stop_gradient(teacher_norm(t_h)), student_norm(s_h)
-        pair_sums.append(self._pair_sum(flat(t_h), flat(s_h), teacher_unembed, student_unembed, masks[i],
-                                        cfg.lens_divergence))
-      out["lens"] = sum(pair_sums) / p
-      out.update({f"lens_pair_{i}": s for i, s in enumerate(pair_sums)})
+      if cfg.lens_norm and (teacher_norm is None or student_norm is None):
+        raise ValueError("loss.lens_norm=true needs both models' final norms")
+      t_h = jnp.stack([flat(teacher_hidden[k]) for k in self.pairs.teacher_layers])  # [P, N, D_T]
+      s_h = jnp.stack([flat(student_hidden[j]) for j in self.pairs.student_layers])  # [P, N, D_S]
+      if cfg.lens_norm:
+        t_h, s_h = jax.lax.stop_gradient(teacher_norm(t_h)), student_norm(s_h)
+      if cfg.reference_mask_bug:  # the released code's per-pair masks: one kernel call per pair
+        masks = reference_bug_masks(mask, p).reshape(p, b * t)
+        calls = [self._pair_sums(t_h[i:i + 1], s_h[i:i + 1], teacher_unembed, student_unembed, masks[i],
+                                 cfg.lens_divergence) for i in range(p)]
+        total, pair_sums = sum(c[0] for c in calls), jnp.concatenate([c[1] for c in calls])
+      else:  # every pair in one sweep of the kernel's P axis
+        total, pair_sums = self._pair_sums(t_h, s_h, teacher_unembed, student_unembed, flat_mask,
+                                           cfg.lens_divergence)
+      out["lens"] = total / p
+      out.update({f"lens_pair_{i}": pair_sums[i] for i in range(p)})
 
     if self.uses_mse:
       if projection is None:

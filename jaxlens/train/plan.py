@@ -16,7 +16,7 @@ Examples::
 
   python -m jaxlens.train.plan v5e:2x2 tiny
   python -m jaxlens.train.plan v5p-32 gpt2-xl-base teacher.path=gpt2-xl student.path=gpt2 parallel.data=1 \
-      parallel.fsdp=-1 precision.remat=true
+      parallel.fsdp=-1 precision.remat=block
   python -m jaxlens.train.plan h100x8 llama7b-tinyllama teacher.path=huggyllama/llama-7b \
       student.path=TinyLlama/TinyLlama_v1.1 parallel.data=1 parallel.fsdp=8 --mfu 0.35
 """
@@ -279,7 +279,7 @@ class Plan:
   Attributes:
     target: what was planned for.
     mesh_shape: ``{"data", "fsdp", "tensor"}`` sizes.
-    remat, grad_accum: block rematerialisation and micro-batches per step.
+    remat, grad_accum: the student's rematerialisation policy and micro-batches per step.
     teacher_params, student_params: parameter counts.
     tokens: tokens per optimizer step (global batch × sequence length).
     memory: bytes per chip: ``params`` (student, fp32 master), ``optimizer``, ``teacher``, ``batch`` (from the
@@ -294,7 +294,7 @@ class Plan:
 
   target: Target
   mesh_shape: dict[str, int]
-  remat: bool
+  remat: str
   grad_accum: int
   teacher_params: int
   student_params: int
@@ -424,7 +424,7 @@ def format_plan(p: Plan) -> str:
   lines = [
       f"plan for {p.target.name}: {p.target.num_chips} × {chip.name} ({_gib(chip.hbm_bytes)} HBM, "
       f"{chip.peak_flops / 1e12:.0f} TFLOP/s bf16), {kind} [{p.target.topology}]",
-      f"  mesh data×fsdp×tensor = {mesh}; remat {'on' if p.remat else 'off'}; {p.grad_accum} micro-batch(es); "
+      f"  mesh data×fsdp×tensor = {mesh}; remat {p.remat}; {p.grad_accum} micro-batch(es); "
       f"teacher {p.teacher_params / 1e6:.1f}M params, student {p.student_params / 1e6:.1f}M; {p.tokens} tokens/step",
       "  per-chip memory:",
       f"    student params (fp32)     {_gib(mem['params'])}",
@@ -462,7 +462,7 @@ def markdown_row(p: Plan, preset: str) -> str:
   needed = re.search(r"temporaries \(([\d.]+\s*[KMGT]i?B?)\)", p.out_of_memory or "")
   temps = (f"OOM ({needed.group(1)})" if needed else "OOM") if p.out_of_memory else _gib(mem["temporaries"])
   total = f"> {_gib(chip.hbm_bytes)}" if p.out_of_memory else f"{_gib(mem['total'])} / {_gib(chip.hbm_bytes)}"
-  return (f"| {name} | {preset} | {mesh} | {'on' if p.remat else 'off'}, {p.grad_accum} | "
+  return (f"| {name} | {preset} | {mesh} | {p.remat}, {p.grad_accum} | "
           f"{_gib(mem['params'] + mem['optimizer'])} | {_gib(mem['teacher'])} | {temps} | {total} | "
           f"{'yes' if p.fits else '**no**'} | {p.analytic_flops['total']:.2e} | "
           f"{_seconds(p.step_seconds)} @ {100 * p.mfu:.0f} % |")

@@ -103,9 +103,9 @@ def batch_sums(objective: Objective, student: ModelParts, teacher: ModelParts, p
   student_model = student.merge(params["student"])
   inputs = dict(attention_mask=batch["attention_mask"], positions=batch["positions"])
   t_out = teacher_model(batch["input_ids"], **inputs, return_logits=False)
-  s_out = student_model(batch["input_ids"], **inputs, return_logits=objective.uses_ce)
+  s_out = student_model(batch["input_ids"], **inputs, return_logits=False)
   sums = objective.sums(t_out.hidden_states, s_out.hidden_states, teacher_model.unembedding(),
-                        student_model.unembedding(), batch, student_logits=s_out.logits,
+                        student_model.unembedding(), batch,
                         teacher_norm=teacher_model.final_norm, student_norm=student_model.final_norm,
                         projection=params.get("projection"))
   return sums["total"], sums

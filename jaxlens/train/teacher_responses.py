@@ -45,11 +45,12 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def sampling_record(cfg: tconfig.TrainConfig) -> dict:
-  """The settings stored with every response (a resumed file must have been written with the same)."""
+  """The settings stored with every response, as JSON reads them back (a resumed file must hold the same)."""
   d = cfg.data
-  return {"teacher": dataclasses.asdict(cfg.teacher), "template": d.template, "max_prompt_len": d.max_prompt_len,
-          "max_new_tokens": d.new_tokens, "temperature": d.sample_temperature, "top_p": d.sample_top_p,
-          "seed": cfg.seed, "data": d.source, "split_seed": d.split_seed, "held_out_fraction": d.held_out_fraction}
+  settings = {"teacher": dataclasses.asdict(cfg.teacher), "template": d.template, "max_prompt_len": d.max_prompt_len,
+              "max_new_tokens": d.new_tokens, "temperature": d.sample_temperature, "top_p": d.sample_top_p,
+              "seed": cfg.seed, "data": d.source, "split_seed": d.split_seed, "held_out_fraction": d.held_out_fraction}
+  return json.loads(json.dumps(settings))  # tuples become lists, as in the file
 
 
 def training_prompts(cfg: tconfig.TrainConfig) -> list[dict[str, str]]:

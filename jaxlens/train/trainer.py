@@ -134,7 +134,18 @@ def build_models(cfg: tconfig.TrainConfig) -> tuple[models.CausalLM, models.Caus
     raise ValueError(f"teacher vocabulary {teacher.config.vocab_size} != student vocabulary "
                      f"{student.config.vocab_size}: token-level distillation needs one vocabulary")
   model_sources.cast_params(teacher, DTYPES[cfg.precision.teacher_params])
+  attention = attention_kernel(cfg.precision)
+  teacher.use_attention(attention)
+  student.use_attention(attention)
   return teacher, student
+
+
+def attention_kernel(precision: tconfig.PrecisionConfig) -> str:
+  """``precision.attention`` with ``auto`` resolved: ``cudnn`` on a GPU with bfloat16 compute, else ``xla``."""
+  if precision.attention != "auto":
+    return precision.attention
+  on_gpu = jax.devices()[0].platform == "gpu"
+  return "cudnn" if on_gpu and precision.compute == "bfloat16" else "xla"
 
 
 class Data(NamedTuple):
@@ -336,6 +347,16 @@ class _Stop:
       signal.signal(sig, previous)
 
 
+def jit_train_step(cfg: tconfig.TrainConfig, objective: Objective, student: models.CausalLM,
+                   teacher: models.CausalLM, optimizer, schedule, mesh, state: dict):
+  """The jitted step ``(state, teacher_params, batch) -> (state, metrics)`` exactly as the loop runs it: the
+  state donated and kept in its shardings, the metrics replicated (``bench/step.py`` times this function)."""
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  return jax.jit(make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer, schedule,
+                                 cfg.grad_accum),
+                 donate_argnums=0, out_shardings=(state_shardings, pmesh.replicated(mesh)))
+
+
 def train(cfg: tconfig.TrainConfig) -> RunResult:
   """Run (or resume) training as configured; see the module docstring.
 
@@ -395,9 +416,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   describe(setup, logger, start)
 
   s_parts, t_parts = ModelParts.of(student), ModelParts.of(teacher)
-  state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  step_fn = jax.jit(make_train_step(objective, s_parts, t_parts, optimizer, schedule, cfg.grad_accum),
-                    donate_argnums=0, out_shardings=(state_shardings, pmesh.replicated(mesh)))
+  step_fn = jit_train_step(cfg, objective, student, teacher, optimizer, schedule, mesh, state)
   eval_fn = jax.jit(make_eval_sums(objective, s_parts, t_parts, cfg.grad_accum))
   batch_sharding = pmesh.batch_sharding(mesh)
   mixer = on_policy.run_mixer(cfg, student, mesh)

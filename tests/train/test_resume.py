@@ -167,7 +167,7 @@ def test_evaluation_rebuilds_the_run_models(reference):
   stored = checkpoints.read_params(str(reference))["student"]
   np.testing.assert_array_equal(np.asarray(student.embed[...]), stored["embed"])
   remat = model_sources.make_student(info.config["student"], teacher, remat=True)
-  assert remat.remat == "full" and student.remat == "none"
+  assert remat.remat == "block" and student.remat == "none"
   ids = np.array([[5, 6, 7, 8]], np.int32)
   np.testing.assert_allclose(np.asarray(remat(ids).logits),
                              np.asarray(model_sources.make_student(info.config["student"], teacher)(ids).logits))

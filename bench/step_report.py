@@ -1,0 +1,76 @@
+"""The step benchmarks' JSON lines (``bench/step.py`` + ``bench/torch_step.py``, one run) → a markdown table.
+
+Per pair and batch, every variant's tokens/s, step ms, process-CPU ms, MFU and memory, and the ratio of the
+jaxlens step's tokens/s to each variant's at the same batch — by wall time and by process CPU time (the stable
+figure on a shared CPU machine). Then each variant's best tokens/s over its batches and its largest fitting batch,
+with jaxlens' best over each other variant's best (the issue's targets compare each side at its own best batch).
+
+  python bench/step_report.py OUT/steps.jsonl > OUT/steps.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+ORDER = ("jaxlens", "naive", "torch_reference", "torch_liger")
+
+
+def load(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.startswith("{")]
+
+
+def fmt(value, spec: str, suffix: str = "") -> str:
+  return "–" if value is None else format(value, spec) + suffix
+
+
+def report(records: list[dict]) -> str:
+  steps = [r for r in records if r.get("kind") == "step"]
+  peaks = {("torch" if r.get("side") == "torch" else "jax"): r["tflops"] for r in records if r.get("kind") == "peak"}
+  lines = [f"Measured bf16 matmul peak: JAX {fmt(peaks.get('jax'), '.3g')} TFLOP/s, torch "
+           f"{fmt(peaks.get('torch'), '.3g')} TFLOP/s (each side's MFU uses its own).", ""]
+  for pair in dict.fromkeys(r["pair"] for r in steps):
+    rows = [r for r in steps if r["pair"] == pair]
+    lines += [f"### {pair} (T = {rows[0]['seq_len']}, scale {rows[0].get('scale', 1.0)})", "",
+              "| batch | variant | tokens/s | step ms | CPU ms | MFU | peak GiB | compiled GiB | jaxlens × (wall) | "
+              "jaxlens × (CPU) | loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for batch in sorted({r["batch"] for r in rows if "batch" in r}):
+      at = {r["variant"]: r for r in rows if r.get("batch") == batch and "error" not in r}
+      ours = at.get("jaxlens")
+      for variant in sorted({r["variant"] for r in rows if r.get("batch") == batch},
+                            key=lambda v: ORDER.index(v) if v in ORDER else 99):
+        r = next(x for x in rows if x.get("batch") == batch and x["variant"] == variant)
+        if "error" in r:
+          lines.append(f"| {batch} | {variant} | {r['error']} | | | | | {fmt(r.get('compiled_gib'), '.2f')} | | | |")
+          continue
+        wall = ours["tokens_per_s"] / r["tokens_per_s"] if ours else None
+        cpu = r["cpu_ms"] / ours["cpu_ms"] if ours and r.get("cpu_ms") and ours.get("cpu_ms") else None
+        lines.append(f"| {batch} | {variant} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} | "
+                     f"{fmt(r.get('cpu_ms'), '.0f')} | "
+                     f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(r.get('peak_gib'), '.2f')} | "
+                     f"{fmt(r.get('compiled_gib'), '.2f')} | {fmt(wall, '.2f')} | {fmt(cpu, '.2f')} | "
+                     f"{fmt(r.get('loss'), '.5f')} |")
+    best = {}
+    for r in rows:
+      beaten = best.get(r["variant"], {}).get("tokens_per_s", 0)
+      if "error" not in r and r.get("tokens_per_s") and r["tokens_per_s"] > beaten:
+        best[r["variant"]] = r
+    maxima = {r["variant"]: r for r in records if r.get("kind") == "max_batch" and r["pair"] == pair}
+    lines += ["", "| variant | best tokens/s (batch) | MFU there | largest batch that fits | jaxlens best × |",
+              "|---|---|---|---|---|"]
+    for variant in sorted(best, key=lambda v: ORDER.index(v) if v in ORDER else 99):
+      r = best[variant]
+      largest = maxima.get(variant, {}).get("batch")
+      ratio = best["jaxlens"]["tokens_per_s"] / r["tokens_per_s"] if "jaxlens" in best else None
+      lines.append(f"| {variant} | {r['tokens_per_s']:,.0f} ({r['batch']}) | "
+                   f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(largest, 'd')} | "
+                   f"{fmt(ratio, '.2f')} |")
+    lines.append("")
+  errors = [r for r in records if r.get("kind") == "error"]
+  lines += [f"- worker error ({r['pair']}, {r['variant']}): {r['error']}" for r in errors]
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+  print(report([r for path in sys.argv[1:] for r in load(path)]), end="")

@@ -1,0 +1,36 @@
+"""Smoke test of the step benchmark: ``bench/step.py --device cpu`` at tiny shapes, then the report table."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_step_bench_runs_on_cpu_and_reports(tmp_path):
+  out = tmp_path / "steps.jsonl"
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+  env.pop("XLA_FLAGS", None)  # one CPU device, as a user's run
+  command = [sys.executable, str(ROOT / "bench" / "step.py"), "--device", "cpu", "--pair", "tiny", "--seq-len", "16",
+             "--batch", "2", "--warmup", "1", "--repeats", "1", "--variant", "jaxlens", "--out", str(out)]
+  proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  records = [json.loads(line) for line in out.read_text().splitlines()]
+  kinds = [r["kind"] for r in records]
+  assert kinds == ["peak", "setup", "step"], records
+  step = records[-1]
+  assert "error" not in step, step
+  assert step["batch"] == 2 and step["tokens"] == 32 and step["tokens_per_s"] > 0 and step["step_ms"] > 0
+  assert 0 < step["mfu"] and step["compiled_gib"] > 0 and step["loss"] > 0
+  assert records[0]["tflops"] > 0
+
+  report = subprocess.run([sys.executable, str(ROOT / "bench" / "step_report.py"), str(out)], capture_output=True,
+                          text=True, check=True).stdout
+  assert "| 2 | jaxlens |" in report and "### tiny" in report
