@@ -40,6 +40,7 @@ def build(words: list[str]):
   from jaxlens.train.objective import resolve_layer_pairs
   from jaxlens.train.optimizer import learning_rate_schedule
   from jaxlens.train.optimizer import make_optimizer
+  from jaxlens.train.state import initial_state
   from jaxlens.train.step import ModelParts
   from jaxlens.train.step import make_train_step
 
@@ -49,7 +50,7 @@ def build(words: list[str]):
   teacher, student = trainer.build_models(cfg)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers, student.config.num_layers))
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
-  state, teacher_params = trainer.initial_state(cfg, student, teacher, mesh, optimizer)
+  state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer)
   train_iter, _, _ = trainer.build_data(cfg, teacher.config.vocab_size)
   step = jax.jit(make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer,
                                  learning_rate_schedule(cfg.optim, cfg.steps), cfg.grad_accum))

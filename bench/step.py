@@ -109,6 +109,7 @@ def worker(job: dict) -> None:
   from jaxlens.train.objective import resolve_layer_pairs
   from jaxlens.train.optimizer import learning_rate_schedule
   from jaxlens.train.optimizer import make_optimizer
+  from jaxlens.train.state import initial_state
 
   device = jax.devices()[0]
   emit = lambda record: print(json.dumps({**base, **record}), flush=True)  # noqa: E731
@@ -126,7 +127,7 @@ def worker(job: dict) -> None:
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
   schedule = learning_rate_schedule(cfg.optim, cfg.steps)
   mesh = pmesh.make_mesh(cfg.parallel.data, cfg.parallel.fsdp, cfg.parallel.tensor)
-  state, teacher_params = trainer.initial_state(cfg, student, teacher, mesh, optimizer)
+  state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer)
   step_fn = trainer.jit_train_step(cfg, objective, student, teacher, optimizer, schedule, mesh, state)
   batch_sharding = pmesh.batch_sharding(mesh)
   stats = device.memory_stats() or {}

@@ -52,20 +52,18 @@ def score(folder: str | None, reference: str, batches: int, sample_seeds: list[i
 
   from jaxlens import data as jdata
   from jaxlens import losses
-  from jaxlens import models
-  from jaxlens.run import config as tconfig
   from jaxlens.run import model_sources
   from jaxlens.train import on_policy
   from jaxlens.train.trainer import build_data
 
   teacher, student, info = model_sources.load_run_models(reference)
-  cfg = tconfig.from_dict(info.config)
+  cfg = info.config
   if folder is None:
-    student = model_sources.make_student(info.config["student"], teacher)
+    student = model_sources.make_student(cfg.student, teacher)
   elif folder != reference:
     _, student, _ = model_sources.load_run_models(folder)
   _, held_out, pad_id = build_data(cfg, teacher.config.vocab_size)
-  eos = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer).eos_id
+  eos = model_sources.load_run_tokenizer(cfg.data).eos_id
   it = jdata.BatchIterator(held_out, global_batch_size=8, seq_len=cfg.data.seq_len, pad_id=pad_id, shuffle=False,
                            drop_last=True, num_epochs=1)
   fixed = [{k: jnp.asarray(v) for k, v in b.items() if k in jdata.BATCH_KEYS} for _, b in zip(range(batches), it)]

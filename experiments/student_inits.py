@@ -27,6 +27,7 @@ sys.path.insert(0, ROOT)
 from jaxlens import losses, models  # noqa: E402
 from jaxlens.eval import loading  # noqa: E402
 from jaxlens.run import config as tconfig  # noqa: E402
+from jaxlens.run import model_sources  # noqa: E402
 
 #: name -> kept teacher blocks of a 30-block teacher (10 blocks each unless stated).
 CANDIDATES = {
@@ -70,12 +71,11 @@ def main(argv=None) -> int:
   parser.add_argument("overrides", nargs="*", help="train.py presets / key=value defining the data")
   args = parser.parse_args(argv)
   cfg = tconfig.resolve(args.overrides)
-  data_cfg = tconfig.to_dict(cfg)["data"]
-  tokenizer = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer)
-  batches = loading.held_out_batches(loading.held_out_examples(data_cfg), tokenizer, data_cfg,
+  tokenizer = model_sources.load_run_tokenizer(cfg.data)
+  batches = loading.held_out_batches(loading.held_out_examples(cfg.data), tokenizer, cfg.data,
                                      batch_size=args.sequences, num_batches=1)
   teacher = models.load_gguf()
-  out = {"data": data_cfg, "sequences": args.sequences, "ln_V": math.log(teacher.config.vocab_size),
+  out = {"data": tconfig.to_dict(cfg)["data"], "sequences": args.sequences, "ln_V": math.log(teacher.config.vocab_size),
          "candidates": {}}
   t0 = time.time()
   out["teacher"] = summary(*ce_per_sequence(teacher, batches))

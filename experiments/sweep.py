@@ -189,21 +189,20 @@ class Evaluator:
   """The teacher, the fixed held-out batches and the lens pairs of a scale, built once per sweep call."""
 
   def __init__(self, spec: dict):
-    from jaxlens import losses, models
+    from jaxlens import losses
     from jaxlens.eval import loading
     from jaxlens.eval.alignment import AlignmentConfig
     from jaxlens.run import model_sources
     self.spec = spec
     cfg = tconfig.resolve(train_args(spec, [], ["out_dir=x"]))
     self.cfg = cfg
-    data_cfg = tconfig.to_dict(cfg)["data"]
     ev = spec["eval"]
-    self.teacher = model_sources.load_teacher(tconfig.to_dict(cfg)["teacher"])
-    tokenizer = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer)
-    self.batches = loading.held_out_batches(loading.held_out_examples(data_cfg), tokenizer, data_cfg,
+    self.teacher = model_sources.load_teacher(cfg.teacher)
+    tokenizer = model_sources.load_run_tokenizer(cfg.data)
+    self.batches = loading.held_out_batches(loading.held_out_examples(cfg.data), tokenizer, cfg.data,
                                             batch_size=ev["batch_size"],
                                             num_batches=max(1, ev["sequences"] // ev["batch_size"]))
-    blocks = model_sources.student_blocks(tconfig.to_dict(cfg)["student"], self.teacher.config.num_layers)
+    blocks = model_sources.student_blocks(cfg.student, self.teacher.config.num_layers)
     pairs = losses.construction_layer_map(blocks, self.teacher.config.num_layers, cfg.loss.num_lens_pairs)
     self.layer_pairs = list(zip(pairs.teacher_layers, pairs.student_layers))
     self.config = AlignmentConfig(block_tokens=ev["block_tokens"])
@@ -338,8 +337,7 @@ class Sweep:
     t0 = time.time()
     payload = {"schema": SCHEMA, "scale": self.spec["name"], "arm": arm, "seed": seed}
     if arm == "init":
-      cfg = tconfig.to_dict(self.evaluator.cfg)
-      student = model_sources.make_student(cfg["student"], self.evaluator.teacher)
+      student = model_sources.make_student(self.evaluator.cfg.student, self.evaluator.teacher)
       payload.update(command=None, training={})
     elif arm == "start":
       self.ensure_heal()

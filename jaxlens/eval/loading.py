@@ -11,6 +11,7 @@ Evaluation runs in float32 whatever the training precision.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -18,7 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxlens import data, models
-from jaxlens.run import checkpoints, model_sources
+from jaxlens.run import model_sources
+from jaxlens.run.config import DataConfig, TrainConfig
 
 #: The ``students=`` path of the untrained, teacher-initialised student.
 BASELINE = "baseline"
@@ -68,42 +70,43 @@ class EvalSetup(NamedTuple):
   description: dict[str, Any]
 
 
-def held_out_examples(data_cfg: Mapping[str, Any]) -> list[dict[str, str]]:
-  """The held-out examples of a run's ``data`` config: its source split by content hash with its split seed."""
-  examples = data.load_instruction_data(data_cfg["source"])
-  _, held_out = data.split_examples(examples, held_out_fraction=data_cfg["held_out_fraction"],
-                                    seed=data_cfg["split_seed"], by=data_cfg.get("split", "example"))
+def held_out_examples(data_cfg: DataConfig) -> list[dict[str, str]]:
+  """The held-out examples of a run's ``data`` config: its source split by content hash with its split seed
+  (:func:`jaxlens.data.split`, the split training held out).
+
+  Raises:
+    ValueError: if the held-out split is empty.
+  """
+  _, held_out = data.split(data_cfg)
   if not held_out:
-    raise ValueError(f"the held-out split of {data_cfg['source']!r} is empty "
-                     f"(held_out_fraction={data_cfg['held_out_fraction']})")
+    raise ValueError(f"the held-out split of {data_cfg.source!r} is empty "
+                     f"(held_out_fraction={data_cfg.held_out_fraction})")
   return held_out
 
 
-def held_out_batches(examples: Sequence[Mapping[str, str]], tokenizer, data_cfg: Mapping[str, Any], *,
+def held_out_batches(examples: Sequence[Mapping[str, str]], tokenizer, data_cfg: DataConfig, *,
                      batch_size: int, num_batches: int) -> list[dict[str, np.ndarray]]:
   """The first ``num_batches`` batches of ``batch_size`` tokenised held-out examples, in split order.
 
   Tokenised exactly like training (template, ``seq_len``, ``max_prompt_len``); one example per row (no
-  packing), the last batch filled with all-padding rows whose masks are 0.
+  packing), the last batch filled with all-padding rows whose masks are 0 (:func:`jaxlens.data.fixed_batches`,
+  the trainer's held-out batches).
   """
-  rows = data.tokenize_examples(examples, tokenizer, max_length=data_cfg["seq_len"],
-                                max_prompt_length=data_cfg["max_prompt_len"], template=data_cfg["template"])
-  it = data.BatchIterator(rows, global_batch_size=batch_size, seq_len=data_cfg["seq_len"], pad_id=tokenizer.pad_id,
-                          shuffle=False, drop_last=False, num_epochs=1)
-  return [batch for _, batch in zip(range(num_batches), it)]
+  return data.fixed_batches(data.tokenize(examples, tokenizer, data_cfg), batch_size=batch_size,
+                            seq_len=data_cfg.seq_len, pad_id=tokenizer.pad_id, num_batches=num_batches)
 
 
-def generation_set(examples: Sequence[Mapping[str, str]], tokenizer, data_cfg: Mapping[str, Any], *,
+def generation_set(examples: Sequence[Mapping[str, str]], tokenizer, data_cfg: DataConfig, *,
                    num_prompts: int) -> GenerationSet:
   """The first ``num_prompts`` distinct held-out prompts (those within ``max_prompt_len`` tokens), each with
   every held-out response to it as a reference."""
   references: dict[str, list[str]] = {}
   for example in examples:
-    references.setdefault(data.format_prompt(example, data_cfg["template"]), []).append(example["output"])
+    references.setdefault(data.format_prompt(example, data_cfg.template), []).append(example["output"])
   prompts, refs = [], []
   for text, outputs in references.items():
     ids = tokenizer.encode(text)
-    if len(ids) <= data_cfg["max_prompt_len"]:
+    if len(ids) <= data_cfg.max_prompt_len:
       prompts.append(ids)
       refs.append(outputs)
     if len(prompts) == num_prompts:
@@ -122,9 +125,11 @@ def check_finite(model: models.CausalLM, what: str) -> None:
                                      "to evaluate it")
 
 
-def _differences(a: Mapping, b: Mapping) -> list[str]:
-  return [f"{group}: {json.dumps(a[group], sort_keys=True)} vs {json.dumps(b[group], sort_keys=True)}"
-          for group in SHARED_CONFIG if a[group] != b[group]]
+def _differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+  def shown(cfg, group):
+    return json.dumps(dataclasses.asdict(getattr(cfg, group)), sort_keys=True)
+  return [f"{group}: {shown(a, group)} vs {shown(b, group)}" for group in SHARED_CONFIG
+          if getattr(a, group) != getattr(b, group)]
 
 
 def load_setup(cfg) -> EvalSetup:
@@ -160,24 +165,25 @@ def load_setup(cfg) -> EvalSetup:
   students, layer_pairs = {}, {}
   for name, path in paths.items():
     if path == BASELINE:
-      students[name] = model_sources.make_student(reference.config["student"], teacher)
+      students[name] = model_sources.make_student(reference.config.student, teacher)
       pairs = reference.run["layer_pairs"]
     else:
       students[name] = loaded[name]
       pairs = infos[name].run["layer_pairs"]
     layer_pairs[name] = [tuple(map(int, pair)) for pair in pairs]
-  check_finite(teacher, f"the teacher ({reference.config['teacher']['source']})")
+  check_finite(teacher, f"the teacher ({reference.config.teacher.source})")
   for name, model in students.items():
     check_finite(model, f"student {name!r} ({paths[name]})")
-  data_cfg = reference.config["data"]
+  data_cfg = reference.config.data
   tokenizer = model_sources.load_run_tokenizer(data_cfg)
   examples = held_out_examples(data_cfg)
   batches = held_out_batches(examples, tokenizer, data_cfg, batch_size=cfg.batch_size, num_batches=cfg.eval_batches)
   prompts = generation_set(examples, tokenizer, data_cfg, num_prompts=cfg.gen_examples)
   description = {
-      "teacher": reference.config["teacher"], "teacher_model": reference.run["teacher_model"],
-      "student_model": reference.run["student_model"], "data": data_cfg,
-      "runs": {name: {"path": info.path, "step": info.step, "loss": info.config["loss"]} for name, info in infos.items()},
+      "teacher": dataclasses.asdict(reference.config.teacher), "teacher_model": reference.run["teacher_model"],
+      "student_model": reference.run["student_model"], "data": dataclasses.asdict(data_cfg),
+      "runs": {name: {"path": info.path, "step": info.step, "loss": dataclasses.asdict(info.config.loss)}
+               for name, info in infos.items()},
       "held_out_examples": len(examples), "sequences": int(sum(np.asarray(b["loss_mask"]).any(1).sum() for b in batches)),
       "prompts": len(prompts.prompts)}
   return EvalSetup(teacher, students, batches, layer_pairs, prompts, description)
@@ -218,14 +224,14 @@ def load_benchmark_models(cfg) -> BenchmarkModels:
     teacher = run_teacher if teacher is None else teacher
   reference = next(iter(infos.values()), None)
   for name, info in infos.items():
-    if info.config["teacher"] != reference.config["teacher"]:
+    if info.config.teacher != reference.config.teacher:
       raise ValueError(f"run {runs[name]!r} has another teacher than {reference.path!r}; one evaluation compares "
                        "students of one teacher")
-  template = cfg.template or (reference.config["data"]["template"] if reference else "")
+  template = cfg.template or (reference.config.data.template if reference else "")
   if not template and cfg.prompt_from == "template":
     raise ValueError("benchmark prompts need a template: pass template=chatml|alpaca or prompt_from=file (no run "
                      "folder names one)")
-  run_tokenizer = model_sources.load_run_tokenizer(reference.config["data"]) if reference else None
+  run_tokenizer = model_sources.load_run_tokenizer(reference.config.data) if reference else None
   out, sources = {}, {}
   for name, path in paths.items():
     if path.startswith(HF_PREFIX):
@@ -233,12 +239,12 @@ def load_benchmark_models(cfg) -> BenchmarkModels:
       out[name] = (models.from_pretrained(folder), models.load_tokenizer(folder))
       sources[name] = {"hf": folder}
     elif path == BASELINE:
-      out[name] = (model_sources.make_student(reference.config["student"], teacher), run_tokenizer)
+      out[name] = (model_sources.make_student(reference.config.student, teacher), run_tokenizer)
       sources[name] = {"baseline": reference.path}
     else:
       out[name] = (loaded[name], run_tokenizer)
       sources[name] = {"run": infos[name].path, "step": infos[name].step}
   if teacher is not None:
     out["teacher"] = (teacher, run_tokenizer)
-    sources["teacher"] = {"teacher": reference.config["teacher"]}
+    sources["teacher"] = {"teacher": dataclasses.asdict(reference.config.teacher)}
   return BenchmarkModels(out, template, {"models": sources, "template": template})

@@ -6,8 +6,8 @@ The report document is
 
    {"config": {...}, "setup": {...}, "seconds": {...}, ["paired": {"reference": name, "students":
        {name: {metric: {"mean", "ci_low", "ci_high"}}}},]
-    "students": {name: {"layer_pairs": [[j, i], ...],
-                        "alignment": {"output" | "lens/T{j}-S{i}":
+    "students": {name: {"layer_pairs": [[t, s], ...],
+                        "alignment": {"output" | "lens/T{t}-S{s}":
                             {"metrics": {metric: {"mean", "ci_low", "ci_high"} | float}, "reliability": {...}}},
                         "generation": {"rougeL": {"mean", "std", "per_seed"}, "sbert": {...}, "samples": [...]},
                         "benchmarks": {set: {"rougeL": …, ["sbert": …,] "samples": [...]}}}},
@@ -28,6 +28,7 @@ import os
 from collections.abc import Sequence
 
 from jaxlens.eval.alignment import OUTPUT_KEY
+from jaxlens.eval.keys import lens_keys
 
 #: Output-alignment columns of the summary table, in order.
 SUMMARY_METRICS = ("forward_kl", "reverse_kl", "jsd", "tvd", "top1_agreement", "topk_overlap@5",
@@ -47,16 +48,6 @@ def _cell(stat) -> str:
   if isinstance(stat, dict) and "std" in stat:
     return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
   return f"{float(stat):.4g}"
-
-
-def lens_keys(report: dict) -> list[str]:
-  """The lens-pair keys present in any student, ordered by teacher then student layer."""
-  keys = {k for s in report["students"].values() for k in s.get("alignment", {}) if k.startswith("lens/")}
-
-  def order(k):
-    t, s = k.removeprefix("lens/T").split("-S")
-    return int(t), int(s)
-  return sorted(keys, key=order)
 
 
 def markdown(report: dict, metrics: Sequence[str] = SUMMARY_METRICS, lens_metric: str = "jsd") -> str:

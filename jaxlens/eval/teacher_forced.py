@@ -43,9 +43,9 @@ def lens_rows(model, hidden: jax.Array, rows: jax.Array, norm: bool) -> jax.Arra
 
 
 def _check_pairs(name, pairs, teacher_depth, student_depth):
-  for j, i in pairs:
-    if not (0 <= j < teacher_depth and 0 <= i < student_depth):
-      raise ValueError(f"{name}: lens pair (teacher {j}, student {i}) is out of range for {teacher_depth} teacher "
+  for t, s in pairs:
+    if not (0 <= t < teacher_depth and 0 <= s < student_depth):
+      raise ValueError(f"{name}: lens pair (teacher {t}, student {s}) is out of range for {teacher_depth} teacher "
                        f"and {student_depth} student hidden states")
 
 
@@ -55,8 +55,8 @@ def evaluate_alignment(teacher, students: Mapping[str, nnx.Module], batches: Ite
                        seed: int = 0) -> dict[str, dict[str, dict]]:
   """Teacher-forced alignment of every student to ``teacher`` at the output and at each lens pair.
 
-  For pair (j, i) the teacher's lens logits are ``teacher.logit_lens(h^T_j, norm=norm)`` and the student's
-  ``student.logit_lens(h^S_i, norm=norm)``; the output compares the two models' logits. Per-token metrics
+  For pair (t, s) the teacher's lens logits are ``teacher.logit_lens(h^T_t, norm=norm)`` and the student's
+  ``student.logit_lens(h^S_s, norm=norm)``; the output compares the two models' logits. Per-token metrics
   and their bootstrap CIs are those of :mod:`jaxlens.eval.alignment`; sequence ids run across batches.
 
   Args:
@@ -73,7 +73,7 @@ def evaluate_alignment(teacher, students: Mapping[str, nnx.Module], batches: Ite
 
   Returns:
     name → key → ``{"metrics": {metric: {mean, ci_low, ci_high} | float}, "reliability": {...}}`` with keys
-    ``"output"`` (which also holds ``"per_sequence"`` sums for paired comparisons) then ``"lens/T{j}-S{i}"`` in
+    ``"output"`` (which also holds ``"per_sequence"`` sums for paired comparisons) then ``"lens/T{t}-S{s}"`` in
     the order of ``layer_pairs[name]``.
 
   Raises:
@@ -91,10 +91,10 @@ def evaluate_alignment(teacher, students: Mapping[str, nnx.Module], batches: Ite
     s_depth = student.config.num_layers + 1
     _check_pairs(name, layer_pairs[name], t_depth, s_depth)
     plan.setdefault((t_depth - 1, False), []).append((name, OUTPUT_KEY, s_depth - 1, False))
-    for j, i in layer_pairs[name]:
-      plan.setdefault((j, norm), []).append((name, lens_key(j, i), i, norm))
-  accs = {name: {OUTPUT_KEY: AlignmentAccumulator(config), **{lens_key(j, i): AlignmentAccumulator(config)
-                                                              for j, i in layer_pairs[name]}}
+    for t, s in layer_pairs[name]:
+      plan.setdefault((t, norm), []).append((name, lens_key(t, s), s, norm))
+  accs = {name: {OUTPUT_KEY: AlignmentAccumulator(config), **{lens_key(t, s): AlignmentAccumulator(config)
+                                                              for t, s in layer_pairs[name]}}
           for name in students}
   offset = 0
   for batch in batches:
@@ -102,10 +102,10 @@ def evaluate_alignment(teacher, students: Mapping[str, nnx.Module], batches: Ite
     s_hidden = {name: hidden_states(model, batch) for name, model in students.items()}
     for block in token_blocks(batch["labels"], batch["loss_mask"], config.block_tokens, offset):
       rows = jnp.asarray(block.rows)
-      for (j, t_norm), targets in plan.items():
-        t_rows = lens_rows(teacher, t_hidden[j], rows, t_norm)
-        for name, key, i, s_norm in targets:
-          accumulate_block(accs[name][key], block, t_rows, lens_rows(students[name], s_hidden[name][i], rows, s_norm))
+      for (t, t_norm), targets in plan.items():
+        t_rows = lens_rows(teacher, t_hidden[t], rows, t_norm)
+        for name, key, s, s_norm in targets:
+          accumulate_block(accs[name][key], block, t_rows, lens_rows(students[name], s_hidden[name][s], rows, s_norm))
     offset += np.shape(batch["loss_mask"])[0]
   return {name: {key: acc.report(num_bootstrap=num_bootstrap, seed=seed, per_sequence=key == OUTPUT_KEY)
                  for key, acc in keyed.items()}

@@ -124,9 +124,9 @@ def export_run(run_dir: str, out_dir: str, *, step: int | None = None, dtype: st
     raise ExportError(str(e)) from None
   cfg = _check_architecture(info, fmt)
   try:
-    tokenizer = model_sources.load_run_tokenizer(info.config["data"])
+    tokenizer = model_sources.load_run_tokenizer(info.config.data)
   except (FileNotFoundError, ValueError) as e:
-    raise ExportError(f"the run's tokenizer {info.config['data']['tokenizer']!r} cannot be loaded: {e}") from None
+    raise ExportError(f"the run's tokenizer {info.config.data.tokenizer!r} cannot be loaded: {e}") from None
   _check_format(cfg, tokenizer, fmt)
   try:
     student, _ = model_sources.load_run_student(run_dir, step=info.step)
@@ -137,7 +137,7 @@ def export_run(run_dir: str, out_dir: str, *, step: int | None = None, dtype: st
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.partial-")
   try:
-    files = WRITERS[fmt](tmp, student, tokenizer, template=info.config["data"]["template"], dtype=dtype)
+    files = WRITERS[fmt](tmp, student, tokenizer, template=info.config.data.template, dtype=dtype)
     os.chmod(tmp, 0o755)
     _replace_folder(tmp, path)
   except BaseException:

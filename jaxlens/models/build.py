@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -29,3 +32,8 @@ def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dt
     The model (an ``nnx.Module``); wrap in ``nnx.eval_shape`` to get only shapes.
   """
   return MODEL_CLASSES[cfg.family](cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat=remat)
+
+
+def num_params(model: CausalLM) -> int:
+  """How many parameters ``model`` holds (also for an abstract ``nnx.eval_shape`` model)."""
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

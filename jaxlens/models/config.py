@@ -15,6 +15,28 @@ ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu", "silu", "relu")
 ROPE_TYPES = ("default", "llama3")
 SUPPORTED_ARCHITECTURES = {"gpt2": ("GPT2LMHeadModel",), "llama": ("LlamaForCausalLM",)}
 
+# Model presets: the paper's recipes' architectures by Hugging Face id (their config.json fields), so a run can
+# be planned for ``teacher.path=gpt2-xl`` without weights or network
+# (``ModelConfig.from_hf_config(KNOWN_HF_CONFIGS[id])``).
+KNOWN_HF_CONFIGS = {
+    "gpt2": {"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024,
+             "vocab_size": 50257},
+    "gpt2-medium": {"model_type": "gpt2", "n_embd": 1024, "n_head": 16, "n_layer": 24, "n_positions": 1024,
+                    "vocab_size": 50257},
+    "gpt2-xl": {"model_type": "gpt2", "n_embd": 1600, "n_head": 25, "n_layer": 48, "n_positions": 1024,
+                "vocab_size": 50257},
+    "huggyllama/llama-7b": {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+                            "num_hidden_layers": 32, "intermediate_size": 11008, "vocab_size": 32000,
+                            "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": False},
+    "TinyLlama/TinyLlama_v1.1": {"model_type": "llama", "hidden_size": 2048, "num_attention_heads": 32,
+                                 "num_key_value_heads": 4, "num_hidden_layers": 22, "intermediate_size": 5632,
+                                 "vocab_size": 32000, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+                                 "tie_word_embeddings": False},
+}
+KNOWN_HF_CONFIGS["openai-community/gpt2"] = KNOWN_HF_CONFIGS["gpt2"]
+KNOWN_HF_CONFIGS["openai-community/gpt2-medium"] = KNOWN_HF_CONFIGS["gpt2-medium"]
+KNOWN_HF_CONFIGS["openai-community/gpt2-xl"] = KNOWN_HF_CONFIGS["gpt2-xl"]
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:

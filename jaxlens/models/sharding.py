@@ -4,7 +4,8 @@ Every parameter is created with an ``axes`` annotation (one logical name per dim
 :func:`jaxlens.models.layers.param`). :class:`ShardingRules` maps those names to the mesh axes ``"fsdp"`` and
 ``"tensor"`` (Megatron-style: heads, MLP width and vocabulary split over ``tensor``, the hidden dimension over
 ``fsdp``); :func:`param_partition_specs` turns a model into a ``PartitionSpec`` tree shaped like
-``nnx.state(model, nnx.Param)``. Blocks are a list (not a scanned stack), so there is no ``layers`` axis.
+``nnx.state(model, nnx.Param)`` and :func:`param_shardings` into the ``NamedSharding`` s on a mesh. Blocks are a
+list (not a scanned stack), so there is no ``layers`` axis.
 """
 
 from __future__ import annotations
@@ -68,8 +69,15 @@ def param_partition_specs(model: nnx.Module, rules: ShardingRules = ShardingRule
   return nnx.from_flat_state([(path, spec(path, var)) for path, var in nnx.to_flat_state(state)])
 
 
+def param_shardings(model: nnx.Module, mesh: Mesh, rules: ShardingRules = ShardingRules()) -> dict:
+  """The ``NamedSharding`` of every parameter on ``mesh`` (:func:`param_partition_specs` with ``mesh``), as a pure
+  dict shaped like ``nnx.to_pure_dict(nnx.state(model, nnx.Param))``; also for an ``nnx.eval_shape`` model."""
+  specs = nnx.to_pure_dict(param_partition_specs(model, rules, mesh))
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
 def shard_params(model: nnx.Module, mesh: Mesh, rules: ShardingRules = ShardingRules()) -> None:
-  """Place ``model``'s parameters on ``mesh`` per :func:`param_partition_specs` (in place)."""
-  specs = param_partition_specs(model, rules, mesh)
-  shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
-  nnx.update(model, jax.device_put(nnx.state(model, nnx.Param), shardings))
+  """Place ``model``'s parameters on ``mesh`` per :func:`param_shardings` (in place)."""
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, jax.device_put(nnx.to_pure_dict(state), param_shardings(model, mesh, rules)))
+  nnx.update(model, state)

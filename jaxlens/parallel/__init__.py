@@ -7,7 +7,6 @@ from jaxlens.parallel.mesh import MESH_AXES
 from jaxlens.parallel.mesh import batch_divisor
 from jaxlens.parallel.mesh import batch_sharding
 from jaxlens.parallel.mesh import make_mesh
-from jaxlens.parallel.mesh import named_shardings
 from jaxlens.parallel.mesh import replicated
 from jaxlens.parallel.mesh import resolve_mesh_shape
 
@@ -19,7 +18,6 @@ __all__ = [
     "initialize",
     "is_main_process",
     "make_mesh",
-    "named_shardings",
     "replicated",
     "resolve_mesh_shape",
 ]

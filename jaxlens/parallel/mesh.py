@@ -6,8 +6,9 @@ Axis meaning (the names every ``PartitionSpec`` in jaxlens uses):
 - ``fsdp``: fully-sharded data parallelism: the batch *and* the parameters split (ZeRO-3 style).
 - ``tensor``: tensor (model) parallelism: parameters split along heads / hidden / vocabulary.
 
-The batch axis is sharded over ``("data", "fsdp")``; parameter specs come from the model
-(:func:`jaxlens.models.param_partition_specs`) and name ``fsdp`` / ``tensor`` only.
+The batch axis is sharded over ``("data", "fsdp")``; parameter shardings come from the model
+(:func:`jaxlens.models.param_shardings`) and name ``fsdp`` / ``tensor`` only; the training state's are decided in
+:mod:`jaxlens.train.state`.
 """
 
 from __future__ import annotations
@@ -91,8 +92,3 @@ def batch_divisor(mesh: Mesh) -> int:
   """How many shards the batch axis is split into (``data × fsdp``); batch sizes must be multiples of it."""
   return mesh.shape["data"] * mesh.shape["fsdp"]
 
-
-def named_shardings(mesh: Mesh, specs):
-  """Map a pytree of :class:`PartitionSpec` (``None`` leaves = replicated) to :class:`NamedSharding`."""
-  return jax.tree.map(lambda s: NamedSharding(mesh, P() if s is None else s), specs,
-                      is_leaf=lambda x: x is None or isinstance(x, P))

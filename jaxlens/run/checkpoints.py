@@ -11,13 +11,14 @@ item           contents
 ``opt_state``  the optax optimizer state (training only)
 ``train``      ``{"step": int32, "rng": uint32 key data}``
 ``data``       the data iterator's JSON state (epoch, position, …)
-``config``     the resolved training config (JSON, ``jaxlens.run.config.to_dict``)
+``config``     the resolved training config (JSON, ``jaxlens.run.config.to_dict``; read back typed)
 ``run``        JSON facts evaluation needs without the training code: the teacher's and student's
-               ``ModelConfig`` dicts, the lens ``layer_pairs`` ``[[k, j], …]``, the step, jaxlens version
+               ``ModelConfig`` dicts, the lens ``layer_pairs`` ``[[t, s], …]``, the step, jaxlens version
 ``digest``     a content digest of every other item (below), written in the same atomic save
 =============  =======================================================================================
 
-Evaluation reads a run with :func:`read_run` (config + run facts) and :func:`read_params` (student weights).
+Evaluation reads a run with :func:`read_run` (the typed :class:`~jaxlens.run.config.TrainConfig` + run facts) and
+:func:`read_params` (student weights).
 
 **Verification.** Orbax does not checksum the data, so a save records, per array leaf, the digest
 
@@ -45,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxlens.run import config as run_config
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_ITEMS = ("params", "opt_state", "train")
@@ -294,7 +297,7 @@ class RunInfo(NamedTuple):
 
   path: str
   step: int
-  config: dict[str, Any]
+  config: run_config.TrainConfig
   run: dict[str, Any]
 
 
@@ -315,10 +318,16 @@ def _read_manager(run_dir: str, step: int | None) -> tuple[ocp.CheckpointManager
 def read_run(run_dir: str, step: int | None = None) -> RunInfo:
   """The resolved config and run facts of ``run_dir``'s latest (or given) checkpoint; no arrays are read.
 
+  The stored config is read with :func:`jaxlens.run.config.from_stored`, the parser of every config (keys added
+  since the run was written take the value that reproduces it), so a run written by another schema fails here,
+  naming the key, not later in evaluation.
+
   Raises:
-    CheckpointError: if the folder has no checkpoint, or the JSON items are unreadable or fail their digest.
+    CheckpointError: if the folder has no checkpoint, the JSON items are unreadable or fail their digest, or the
+      stored config is not a valid :class:`~jaxlens.run.config.TrainConfig` of this version.
   """
   manager, step = _read_manager(run_dir, step)
+  path = _step_path(manager, step)
   args = {"config": ocp.args.JsonRestore(), "run": ocp.args.JsonRestore()}
   with_digest = _has_digest(manager, step)
   if with_digest:
@@ -326,10 +335,13 @@ def read_run(run_dir: str, step: int | None = None) -> RunInfo:
   try:
     got = manager.restore(step, args=ocp.args.Composite(**args))
   except Exception as e:  # noqa: BLE001
-    raise CheckpointError(f"checkpoint {_step_path(manager, step)} is unreadable ({_first_line(e)})") from e
-  verify(_step_path(manager, step), got[DIGEST_ITEM] if with_digest else None,
-         {"config": got["config"], "run": got["run"]})
-  return RunInfo(_step_path(manager, step), step, dict(got["config"]), dict(got["run"]))
+    raise CheckpointError(f"checkpoint {path} is unreadable ({_first_line(e)})") from e
+  verify(path, got[DIGEST_ITEM] if with_digest else None, {"config": got["config"], "run": got["run"]})
+  try:
+    config = run_config.from_stored(got["config"])
+  except run_config.ConfigError as e:
+    raise CheckpointError(f"checkpoint {path}: {e}") from None
+  return RunInfo(path, step, config, dict(got["run"]))
 
 
 def read_params(run_dir: str, target=None, step: int | None = None):

@@ -156,7 +156,7 @@ class DataConfig:
 
 
 # ------------------------------------------------------------------------------------------------------ loss
-HEAD_RULES = ("official", "paper")
+HEAD_RULES = ("official", "paper")  # to become `from jaxlens.losses import HEAD_RULES` (issue 14, deliverable 3)
 LAYER_MAPS = ("uniform", "construction")
 IMPLEMENTATIONS = ("tiled", "reference")
 
@@ -258,7 +258,7 @@ class OptimConfig:
 
 
 # ------------------------------------------------------------------------------------------------- precision
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")  # jax.numpy dtype names
 REMAT = ("none", "block", "dots")
 ATTENTION = ("xla", "cudnn", "auto")
 
@@ -287,6 +287,18 @@ class PrecisionConfig:
     _one_of("precision.attention", self.attention, ATTENTION)
     _check(self.attention != "cudnn" or self.compute == "bfloat16",
            f"precision.attention=cudnn needs precision.compute=bfloat16, got {self.compute}")
+
+  @property
+  def compute_dtype(self):
+    """``compute`` as a ``jax.numpy`` dtype (the names of :data:`DTYPES` are ``jax.numpy`` attributes)."""
+    import jax.numpy as jnp
+    return getattr(jnp, self.compute)
+
+  @property
+  def teacher_params_dtype(self):
+    """``teacher_params`` as a ``jax.numpy`` dtype."""
+    import jax.numpy as jnp
+    return getattr(jnp, self.teacher_params)
 
 
 # -------------------------------------------------------------------------------------------------- parallel
@@ -575,6 +587,23 @@ def resolve(argv: Sequence[str]) -> TrainConfig:
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
   """JSON-able nested dict (tuples become lists); :func:`from_dict` inverts it."""
   return dataclasses.asdict(cfg)
+
+
+#: Keys added to :class:`TrainConfig` after runs were stored, with the value that reproduces how those runs behaved:
+#: a stored config without the key gets this value, not today's default (:func:`from_stored`).
+STORED_DEFAULTS = {"data.split": "example"}
+
+
+def from_stored(tree: Mapping[str, Any]) -> TrainConfig:
+  """The :class:`TrainConfig` of a run folder's stored config (:func:`to_dict` of any earlier version): keys it
+  lacks take their :data:`STORED_DEFAULTS` value, else the field default.
+
+  Raises:
+    ConfigError: on unknown keys or invalid values.
+  """
+  values = _flatten(tree, "stored config")
+  values = {**{k: v for k, v in STORED_DEFAULTS.items() if k not in values}, **values}
+  return build_config(TrainConfig, values, where="stored config")
 
 
 def from_dict(tree: Mapping[str, Any], cls: type = TrainConfig):

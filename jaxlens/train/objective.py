@@ -41,7 +41,7 @@ from jaxlens import losses
 from jaxlens.run.config import ConfigError
 from jaxlens.run.config import LossConfig
 
-def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: int,
+def resolve_layer_pairs(cfg: LossConfig, num_teacher_layers: int, num_student_layers: int,
                         student_blocks: tuple[int, ...] | None = None) -> losses.LayerMap:
   """The configured lens pairs: the explicit lists, else the ``loss.layer_map`` rule with ``num_lens_pairs``.
 
@@ -51,7 +51,7 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
 
   Args:
     cfg: the ``loss`` group.
-    teacher_layers, student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
+    num_teacher_layers, num_student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
     student_blocks: the teacher block each student block was copied from (``None``: not built from the teacher).
 
   A map with a repeated pair or the degenerate pair (0, 0) (both embedding outputs: no block on either side)
@@ -65,29 +65,29 @@ def resolve_layer_pairs(cfg: LossConfig, teacher_layers: int, student_layers: in
   """
   try:
     if cfg.teacher_layers:
-      layer_map = losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), teacher_layers,
-                                  student_layers)
+      layer_map = losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), num_teacher_layers,
+                                  num_student_layers)
     elif cfg.layer_map == "construction":
       if student_blocks is None:
         raise ValueError("loss.layer_map=construction needs a student built from teacher blocks "
                          "(student.source=teacher_layers, or a run of one)")
-      layer_map = losses.construction_layer_map(student_blocks, teacher_layers, cfg.num_lens_pairs)
+      layer_map = losses.construction_layer_map(student_blocks, num_teacher_layers, cfg.num_lens_pairs)
     else:
-      layer_map = losses.uniform_layer_map(teacher_layers, student_layers, cfg.num_lens_pairs)
+      layer_map = losses.uniform_layer_map(num_teacher_layers, num_student_layers, cfg.num_lens_pairs)
     pairs = list(zip(layer_map.teacher_layers, layer_map.student_layers))
-    if not cfg.teacher_layers and len(pairs) > min(teacher_layers, student_layers):
-      raise ValueError(f"{len(pairs)} pairs are more than the {min(teacher_layers, student_layers)} blocks of the "
-                       f"{'student' if student_layers <= teacher_layers else 'teacher'}")
+    if not cfg.teacher_layers and len(pairs) > min(num_teacher_layers, num_student_layers):
+      raise ValueError(f"{len(pairs)} pairs are more than the {min(num_teacher_layers, num_student_layers)} blocks of the "
+                       f"{'student' if num_student_layers <= num_teacher_layers else 'teacher'}")
     repeated = sorted({p for p in pairs if pairs.count(p) > 1})
     if repeated:
       raise ValueError(f"pairs {repeated[:5]} appear more than once")
     if (0, 0) in pairs:
       raise ValueError("the pair (0, 0) compares the two embedding outputs (no block on either side)")
   except ValueError as e:
-    hint = "" if cfg.teacher_layers else f"; use at most loss.num_lens_pairs={_most_pairs(teacher_layers, student_layers)}"
+    hint = "" if cfg.teacher_layers else f"; use at most loss.num_lens_pairs={_most_pairs(num_teacher_layers, num_student_layers)}"
     raise ConfigError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
                       f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
-                      f"teacher {teacher_layers} blocks, student {student_layers} blocks): {e}{hint}") from None
+                      f"teacher {num_teacher_layers} blocks, student {num_student_layers} blocks): {e}{hint}") from None
   return layer_map
 
 
@@ -191,17 +191,17 @@ class Objective:
     """
     cfg = self.cfg
     mask = batch["loss_mask"].astype(jnp.float32)  # [B, T]
-    b, t = mask.shape
-    flat_mask = mask.reshape(b * t)
+    b, seq_len = mask.shape
+    flat_mask = mask.reshape(b * seq_len)
     teacher_hidden = jax.tree.map(jax.lax.stop_gradient, tuple(teacher_hidden))
     teacher_unembed = jax.lax.stop_gradient(teacher_unembed)
     zero = jnp.zeros((), jnp.float32)
     out = {"count": jnp.sum(flat_mask), "ce": zero, "output": zero, "lens": zero, "mse": zero}
 
-    flat = lambda h: h.reshape(b * t, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
+    flat = lambda h: h.reshape(b * seq_len, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
     if self.uses_ce:
       out["ce"] = losses.linear_cross_entropy(flat(student_hidden[-1]), student_unembed,
-                                              batch["labels"].reshape(b * t), flat_mask, reduction="sum",
+                                              batch["labels"].reshape(b * seq_len), flat_mask, reduction="sum",
                                               implementation=cfg.implementation, tile=self.tile)
 
     if cfg.alpha > 0.0:
@@ -216,12 +216,12 @@ class Objective:
       p = self.pairs.num_pairs
       if cfg.lens_norm and (teacher_norm is None or student_norm is None):
         raise ValueError("loss.lens_norm=true needs both models' final norms")
-      t_h = jnp.stack([flat(teacher_hidden[k]) for k in self.pairs.teacher_layers])  # [P, N, D_T]
-      s_h = jnp.stack([flat(student_hidden[j]) for j in self.pairs.student_layers])  # [P, N, D_S]
+      t_h = jnp.stack([flat(teacher_hidden[t]) for t in self.pairs.teacher_layers])  # [P, N, D_T]
+      s_h = jnp.stack([flat(student_hidden[s]) for s in self.pairs.student_layers])  # [P, N, D_S]
       if cfg.lens_norm:
         t_h, s_h = jax.lax.stop_gradient(teacher_norm(t_h)), student_norm(s_h)
       if cfg.reference_mask_bug:  # the released code's per-pair masks: one kernel call per pair
-        masks = reference_bug_masks(mask, p).reshape(p, b * t)
+        masks = reference_bug_masks(mask, p).reshape(p, b * seq_len)
         calls = [self._pair_sums(t_h[i:i + 1], s_h[i:i + 1], teacher_unembed, student_unembed, masks[i],
                                  cfg.lens_divergence) for i in range(p)]
         total, pair_sums = sum(c[0] for c in calls), jnp.concatenate([c[1] for c in calls])
@@ -234,9 +234,9 @@ class Objective:
     if self.uses_mse:
       if projection is None:
         raise ValueError("loss.feature_mse_weight > 0 needs the learned projection")
-      per_pair = [jnp.mean(jnp.square(teacher_hidden[k].astype(jnp.float32) @ projection
-                                      - student_hidden[j].astype(jnp.float32)), axis=-1)  # [B, T]
-                  for k, j in zip(self.pairs.teacher_layers, self.pairs.student_layers)]
+      per_pair = [jnp.mean(jnp.square(teacher_hidden[t].astype(jnp.float32) @ projection
+                                      - student_hidden[s].astype(jnp.float32)), axis=-1)  # [B, T]
+                  for t, s in zip(self.pairs.teacher_layers, self.pairs.student_layers)]
       out["mse"] = jnp.mean(jnp.stack([jnp.sum(d * mask) for d in per_pair]))
 
     distill = out["output"] + cfg.lens_weight * out["lens"] + cfg.feature_mse_weight * out["mse"]

@@ -36,7 +36,8 @@ from flax import nnx
 
 from jaxlens import models
 from jaxlens.models import generate
-from jaxlens.train.step import BATCH_KEYS
+from jaxlens.data import BATCH_KEYS
+from jaxlens.run import model_sources
 from jaxlens.train.step import ModelParts
 
 RNG_STREAM = 2
@@ -212,7 +213,7 @@ def run_mixer(cfg, student, mesh) -> Mixer | None:
   if data.on_policy_fraction == 0:
     return None
   from jaxlens.parallel import mesh as pmesh
-  tokenizer = models.load_tokenizer(None if data.tokenizer == "smollm2" else data.tokenizer)
+  tokenizer = model_sources.load_run_tokenizer(data)
   name = data.sampling_dtype
   if name == "auto":
     name = "bfloat16" if jax.default_backend() != "cpu" else cfg.precision.compute

@@ -92,21 +92,3 @@ def make_optimizer(cfg: OptimConfig, steps: int, family: str) -> optax.GradientT
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)
   return adamw
 
-
-def optimizer_state_shardings(optimizer: optax.GradientTransformation, params, replicated):
-  """The shardings of ``optimizer.init(params)``: every moment sharded like the parameter it follows, every
-  other leaf (step counts) ``replicated``.
-
-  Args:
-    optimizer: from :func:`make_optimizer`.
-    params: the parameters, arrays or ``jax.ShapeDtypeStruct`` s, each with its ``sharding``.
-    replicated: the sharding of the non-parameter leaves.
-
-  Returns:
-    A pytree of shardings shaped like the optimizer state (``jax.jit(optimizer.init, out_shardings=…)``).
-  """
-  param_shardings = jax.tree.map(lambda x: x.sharding, params)
-  return optax.tree_utils.tree_map_params(optimizer, lambda _, sharding: sharding,
-                                          jax.eval_shape(optimizer.init, params), param_shardings,
-                                          transform_non_params=lambda _: replicated,
-                                          is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))

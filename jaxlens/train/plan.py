@@ -7,10 +7,11 @@ ahead of time with libtpu (``pip install -e ".[tpu]"``; no TPU needed). It print
 compiler assigns (parameters, optimizer state, activations/temporaries), whether it fits the chip's HBM,
 FLOPs per step (the compiler's count and an analytic 6·N·tokens count) and the step time at an assumed MFU.
 
-TOPOLOGY is a libtpu topology name (``v5e:2x2``, ``v4:2x2x2``, ``v5p:2x4x4``, ``v6e:4x4``), a slice name
-(``v5e-8``, ``v5e-64``, ``v6e-16``; ``v4-N`` / ``v5p-N`` count TensorCores, two per chip), or ``h100xN``: an
-*estimate* for N × H100-80GB, the same program compiled for N TPU v5p chips (XLA's TPU buffer assignment as a
-proxy for XLA:GPU) with the H100's memory and peak FLOP/s.
+TOPOLOGY is a libtpu topology name (``v5e:2x2``), a slice name (``v5e-8``, ``v5p-32``) or ``h100xN`` (an
+*estimate*: the program compiled for N TPU v5p chips with the H100's memory and peak); the chip catalogue and
+the names are :mod:`jaxlens.parallel.targets`. The abstract training state is the trainer's own
+(:func:`jaxlens.train.state.initial_state` with ``abstract=True``), the models' architectures come from their
+sources without weights (:func:`jaxlens.run.model_sources.model_config`).
 
 Examples::
 
@@ -25,10 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
-import json
 import math
-import os
 import re
 import sys
 import time
@@ -37,128 +35,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.experimental import topologies
 
-from jaxlens.run import model_sources
 from jaxlens import models
+from jaxlens.data import BATCH_KEYS
 from jaxlens.parallel import mesh as pmesh
+from jaxlens.parallel.targets import GiB
+from jaxlens.parallel.targets import Target
+from jaxlens.parallel.targets import parse_target
+from jaxlens.parallel.targets import target_devices
 from jaxlens.run import config as tconfig
+from jaxlens.run import model_sources
 from jaxlens.train.objective import Objective
 from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule
 from jaxlens.train.optimizer import make_optimizer
-from jaxlens.train.optimizer import optimizer_state_shardings
-from jaxlens.train.step import BATCH_KEYS
+from jaxlens.train.state import initial_state
+from jaxlens.train.state import jit_step
 from jaxlens.train.step import ModelParts
 from jaxlens.train.step import make_train_step
-from jaxlens.train.trainer import DTYPES
-
-GiB = 1024**3
-# libtpu set-up for compiling on a machine without TPUs: no Cloud TPU metadata-server queries, a local "worker",
-# and no /tmp/libtpu_lockfile (which would let only one process at a time load libtpu).
-_COMPILE_ONLY_ENV = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost",
-                     "TPU_ACCELERATOR_TYPE": "v5litepod-4", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-  """One accelerator chip: its HBM and dense bf16 peak."""
-
-  name: str
-  hbm_bytes: int
-  peak_flops: float  # dense bf16 FLOP/s per chip
-  cores_per_chip: int = 1  # TensorCores a ``vN-M`` slice name counts (v4, v5p: 2)
-
-
-CHIPS = {
-    "v4": Chip("TPU v4", 32 * GiB, 275e12, cores_per_chip=2),
-    "v5e": Chip("TPU v5e", 16 * GiB, 197e12),
-    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, cores_per_chip=2),
-    "v6e": Chip("TPU v6e", 32 * GiB, 918e12),
-    "h100": Chip("NVIDIA H100 SXM 80GB", 80 * 10**9, 989e12),
-}
-# Slice chip count -> libtpu topology, for 2-D (v5e, v6e) and 3-D torus (v4, v5p) generations.
-_LAYOUTS_2D = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
-_LAYOUTS_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
-               512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """What to plan for: a chip type, how many, and the libtpu topology the program is compiled for.
-
-  Attributes:
-    name: as given on the command line.
-    chip: the chip whose HBM and peak the report uses.
-    num_chips: chips in the slice (= devices of the mesh).
-    topology: the libtpu topology name compiled for (for ``h100xN``, the v5p proxy).
-    estimate: True when the compile is a proxy for another platform (GPUs).
-  """
-
-  name: str
-  chip: Chip
-  num_chips: int
-  topology: str
-  estimate: bool = False
-
-
-def parse_target(name: str) -> Target:
-  """``"v5e:2x4"``, ``"v5e-8"``, ``"v5p-32"`` or ``"h100x8"`` → :class:`Target`.
-
-  Raises:
-    ValueError: on an unknown generation, a malformed name or a chip count with no standard layout.
-  """
-  lowered = name.strip().lower()
-  if m := re.fullmatch(r"h100x(\d+)", lowered):
-    n = int(m.group(1))
-    if n not in _LAYOUTS_3D:
-      raise ValueError(f"{name!r}: the v5p proxy needs a GPU count in {sorted(_LAYOUTS_3D)}")
-    return Target(name, CHIPS["h100"], n, f"v5p:{_LAYOUTS_3D[n]}", estimate=True)
-  if m := re.fullmatch(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+)+)", lowered):
-    gen, dims = m.group(1), m.group(2)
-    if len(dims.split("x")) != (3 if CHIPS[gen].cores_per_chip == 2 else 2):
-      raise ValueError(f"{name!r}: {gen} topologies are {'3' if CHIPS[gen].cores_per_chip == 2 else '2'}-D, "
-                       f"e.g. {gen}:{'2x2x1' if CHIPS[gen].cores_per_chip == 2 else '2x2'}")
-    return Target(name, CHIPS[gen], math.prod(int(d) for d in dims.split("x")), lowered)
-  if m := re.fullmatch(r"(v4|v5e|v5p|v6e)-(\d+)", lowered):
-    gen, count = m.group(1), int(m.group(2))
-    chip = CHIPS[gen]
-    chips, rest = divmod(count, chip.cores_per_chip)
-    layouts = _LAYOUTS_3D if chip.cores_per_chip == 2 else _LAYOUTS_2D
-    if rest or chips not in layouts:
-      raise ValueError(f"{name!r}: no standard {gen} slice of {count} "
-                       f"{'TensorCores' if chip.cores_per_chip == 2 else 'chips'}; known: "
-                       f"{[f'{gen}-{c * chip.cores_per_chip}' for c in layouts]}")
-    return Target(name, chip, chips, f"{gen}:{layouts[chips]}")
-  raise ValueError(f"unknown target {name!r}: use a libtpu topology (v5e:2x2, v5p:2x2x2), a slice name "
-                   f"(v5e-8, v5p-32) or h100xN; generations: v4, v5e, v5p, v6e")
-
-
-def libtpu_available() -> bool:
-  """Whether the ``libtpu`` package (the ``[tpu]`` extra) is importable."""
-  return importlib.util.find_spec("libtpu") is not None
-
-
-def target_devices(target: Target) -> list:
-  """The compile-only devices of ``target``'s topology (no TPU needed; libtpu must be installed).
-
-  libtpu's metadata-server look-ups and its one-process lock file are switched off (they only matter on
-  Cloud TPU VMs) unless the environment already sets those variables.
-
-  Raises:
-    RuntimeError: if libtpu is not installed (install the ``[tpu]`` extra).
-  """
-  if not libtpu_available():
-    raise RuntimeError('planning compiles with libtpu, which is not installed: pip install -e ".[tpu]"')
-  for key, value in _COMPILE_ONLY_ENV.items():
-    os.environ.setdefault(key, value)
-  gen = target.topology.split(":")[0]
-  kwargs = {"chip_config_name": "megacore"} if gen == "v4" else {}
-  devices = topologies.get_topology_desc(platform="tpu", topology_name=target.topology, **kwargs).devices
-  if len(devices) != target.num_chips:
-    raise RuntimeError(f"libtpu gave {len(devices)} devices for {target.topology}, expected {target.num_chips}")
-  return list(devices)
-
 
 def shard_bytes(tree) -> int:
   """Bytes one device holds of a pytree of sharded ``jax.ShapeDtypeStruct`` / arrays.
@@ -223,55 +117,6 @@ def analytic_flops(teacher, student, *, tokens: int, seq_len: int, lens_pairs: i
           "total": float(student_flops + teacher_flops + lens_flops)}
 
 
-# The paper's recipes' architectures by Hugging Face id (their config.json fields), so ``teacher.path=gpt2-xl``
-# plans without weights or network. Any other ``hf`` model: point ``path`` at a folder holding its config.json.
-KNOWN_HF_CONFIGS = {
-    "gpt2": {"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024,
-             "vocab_size": 50257},
-    "gpt2-medium": {"model_type": "gpt2", "n_embd": 1024, "n_head": 16, "n_layer": 24, "n_positions": 1024,
-                    "vocab_size": 50257},
-    "gpt2-xl": {"model_type": "gpt2", "n_embd": 1600, "n_head": 25, "n_layer": 48, "n_positions": 1024,
-                "vocab_size": 50257},
-    "huggyllama/llama-7b": {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
-                            "num_hidden_layers": 32, "intermediate_size": 11008, "vocab_size": 32000,
-                            "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": False},
-    "TinyLlama/TinyLlama_v1.1": {"model_type": "llama", "hidden_size": 2048, "num_attention_heads": 32,
-                                 "num_key_value_heads": 4, "num_hidden_layers": 22, "intermediate_size": 5632,
-                                 "vocab_size": 32000, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
-                                 "tie_word_embeddings": False},
-}
-KNOWN_HF_CONFIGS["openai-community/gpt2"] = KNOWN_HF_CONFIGS["gpt2"]
-KNOWN_HF_CONFIGS["openai-community/gpt2-medium"] = KNOWN_HF_CONFIGS["gpt2-medium"]
-KNOWN_HF_CONFIGS["openai-community/gpt2-xl"] = KNOWN_HF_CONFIGS["gpt2-xl"]
-
-
-def model_config(spec, name: str, teacher=None):
-  """The :class:`~jaxlens.models.ModelConfig` a model source describes, read without any weights.
-
-  Args:
-    spec: a ``teacher`` / ``student`` :class:`~jaxlens.run.config.ModelSpec`.
-    name: ``"teacher"`` or ``"student"`` (for messages).
-    teacher: the teacher's config (for ``source=teacher_layers``).
-
-  Raises:
-    ValueError: an ``hf`` source whose ``path`` is neither a folder with ``config.json`` nor a known id.
-  """
-  if spec.source == "random":
-    return model_sources.random_model_config(dataclasses.asdict(spec))
-  if spec.source == "smollm2":
-    return models.ModelConfig.smollm2_135m()
-  if spec.source == "teacher_layers":
-    return dataclasses.replace(teacher, num_layers=len(range(0, teacher.num_layers, spec.every)))
-  config_json = os.path.join(spec.path, "config.json")
-  if os.path.isfile(config_json):
-    with open(config_json) as f:
-      return models.ModelConfig.from_hf_config(json.load(f))
-  if spec.path in KNOWN_HF_CONFIGS:
-    return models.ModelConfig.from_hf_config(KNOWN_HF_CONFIGS[spec.path])
-  raise ValueError(f"{name}.source=hf: planning needs the architecture; set {name}.path to a folder with a "
-                   f"config.json or to one of {sorted(KNOWN_HF_CONFIGS)} (got {spec.path!r})")
-
-
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """The planned step on one target.
@@ -317,10 +162,6 @@ class Plan:
     return self.analytic_flops["total"] / (self.target.num_chips * self.target.chip.peak_flops * self.mfu)
 
 
-def _abstract(shapes, shardings):
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
-
-
 def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
   """Compile ``cfg``'s train step for ``target`` from abstract shapes and report memory, fit and FLOPs.
 
@@ -345,41 +186,26 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
   if cfg.micro_batch_size % pmesh.batch_divisor(mesh):
     raise ValueError(f"the micro-batch (batch_size / grad_accum = {cfg.micro_batch_size}) must be divisible by "
                      f"data × fsdp = {pmesh.batch_divisor(mesh)} mesh shards")
-  t_cfg = model_config(cfg.teacher, "teacher")
-  s_cfg = model_config(cfg.student, "student", teacher=t_cfg)
-  compute = DTYPES[cfg.precision.compute]
+  t_cfg = model_sources.model_config(cfg.teacher, "teacher")
+  s_cfg = model_sources.model_config(cfg.student, "student", teacher=t_cfg)
+  compute = cfg.precision.compute_dtype
   teacher = nnx.eval_shape(lambda: models.build_model(t_cfg, rngs=nnx.Rngs(0), dtype=compute,
-                                                      param_dtype=DTYPES[cfg.precision.teacher_params]))
+                                                      param_dtype=cfg.precision.teacher_params_dtype))
   student = nnx.eval_shape(lambda: models.build_model(s_cfg, rngs=nnx.Rngs(0), dtype=compute,
                                                       remat=cfg.precision.remat))
-
-  def placed(model):
-    specs = nnx.to_pure_dict(models.param_partition_specs(model, mesh=mesh))
-    return _abstract(nnx.to_pure_dict(nnx.state(model, nnx.Param)), pmesh.named_shardings(mesh, specs))
-
-  replicated = pmesh.replicated(mesh)
-  params = {"student": placed(student)}
-  if cfg.loss.feature_mse_weight > 0:
-    params["projection"] = jax.ShapeDtypeStruct((t_cfg.hidden_size, s_cfg.hidden_size), jnp.float32,
-                                                sharding=replicated)
   optimizer = make_optimizer(cfg.optim, cfg.steps, s_cfg.family)
-  opt_state = _abstract(jax.eval_shape(optimizer.init, params),
-                        optimizer_state_shardings(optimizer, params, replicated))
-  state = {"params": params, "opt_state": opt_state,
-           "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
-           "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)}
-  teacher_params = placed(teacher)
+  state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer, abstract=True)
   rows = (cfg.batch_size, cfg.data.seq_len)
   batch = {k: jax.ShapeDtypeStruct(rows, jnp.float32 if k == "loss_mask" else jnp.int32,
                                    sharding=pmesh.batch_sharding(mesh)) for k in BATCH_KEYS}
 
-  pairs = resolve_layer_pairs(cfg.loss, t_cfg.num_layers, s_cfg.num_layers)
+  pairs = resolve_layer_pairs(cfg.loss, t_cfg.num_layers, s_cfg.num_layers,
+                              model_sources.student_blocks(cfg.student, t_cfg.num_layers))
   objective = Objective(cfg.loss, pairs)
   step = make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer,
                          learning_rate_schedule(cfg.optim, cfg.steps), cfg.grad_accum)
-  state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  jitted = jax.jit(step, donate_argnums=0, out_shardings=(state_shardings, replicated))
-  memory = {"params": shard_bytes(params), "optimizer": shard_bytes(state["opt_state"]),
+  jitted = jit_step(step, state, mesh)
+  memory = {"params": shard_bytes(state["params"]), "optimizer": shard_bytes(state["opt_state"]),
             "teacher": shard_bytes(teacher_params), "batch": shard_bytes(batch)}
   start = time.perf_counter()
   out_of_memory = compiled_flops = None
@@ -398,11 +224,10 @@ def plan(cfg, target: Target, *, mfu: float = 0.4) -> Plan:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     compiled_flops = float(cost["flops"]) * target.num_chips if cost and "flops" in cost else None
-  count = lambda m: sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(m, nnx.Param)))  # noqa: E731
   tokens = cfg.batch_size * cfg.data.seq_len
   return Plan(target=target, mesh_shape=dict(mesh.shape), remat=cfg.precision.remat, grad_accum=cfg.grad_accum,
-              teacher_params=count(teacher), student_params=count(student), tokens=tokens, memory=memory,
-              out_of_memory=out_of_memory, compiled_flops=compiled_flops,
+              teacher_params=models.num_params(teacher), student_params=models.num_params(student), tokens=tokens,
+              memory=memory, out_of_memory=out_of_memory, compiled_flops=compiled_flops,
               analytic_flops=analytic_flops(t_cfg, s_cfg, tokens=tokens, seq_len=cfg.data.seq_len,
                                             lens_pairs=len(pairs.teacher_layers)),
               mfu=mfu, compile_seconds=time.perf_counter() - start)

@@ -43,10 +43,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxlens.data import BATCH_KEYS
 from jaxlens.train.objective import Objective
 from jaxlens.train.objective import normalise
 
-BATCH_KEYS = ("input_ids", "attention_mask", "positions", "loss_mask", "labels")
 GUARD_KEYS = ("skipped_steps", "nonfinite_streak", "max_nonfinite_streak")
 
 

@@ -30,7 +30,6 @@ import numpy as np
 from flax import nnx
 
 from jaxlens import data as jdata
-from jaxlens import models
 from jaxlens.data.teacher_responses import prompt_key
 from jaxlens.data.teacher_responses import read_records
 from jaxlens.data.teacher_responses import shard_path
@@ -40,8 +39,6 @@ from jaxlens.run import model_sources
 from jaxlens.train.on_policy import Sampling
 from jaxlens.train.on_policy import sample_rows
 from jaxlens.train.step import ModelParts
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def sampling_record(cfg: tconfig.TrainConfig) -> dict:
@@ -55,9 +52,7 @@ def sampling_record(cfg: tconfig.TrainConfig) -> dict:
 
 def training_prompts(cfg: tconfig.TrainConfig) -> list[dict[str, str]]:
   """The distinct training prompts ``{"instruction", "input"}`` in data order (after the held-out split)."""
-  examples = jdata.load_instruction_data(cfg.data.source)
-  train, _ = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction, seed=cfg.data.split_seed,
-                                  by=cfg.data.split)
+  train, _ = jdata.split(cfg.data)
   prompts = {prompt_key(e): None for e in train}
   return [{"instruction": i, "input": x} for i, x in prompts]
 
@@ -95,9 +90,9 @@ def write_teacher_responses(cfg: tconfig.TrainConfig, path: str) -> tuple[str, i
   settings = sampling_record(cfg)
   done = {prompt_key(r) for r in existing_records(out, settings)}
   prompts = training_prompts(cfg)[jax.process_index()::jax.process_count()]
-  tokenizer = models.load_tokenizer(None if cfg.data.tokenizer == "smollm2" else cfg.data.tokenizer)
-  teacher = model_sources.load_teacher(dataclasses.asdict(cfg.teacher), dtype=DTYPES[cfg.precision.compute])
-  model_sources.cast_params(teacher, DTYPES[cfg.precision.teacher_params])
+  tokenizer = model_sources.load_run_tokenizer(cfg.data)
+  teacher = model_sources.load_teacher(cfg.teacher, dtype=cfg.precision.compute_dtype)
+  model_sources.cast_params(teacher, cfg.precision.teacher_params_dtype)
   d = cfg.data
   sampling = Sampling(fraction=1.0, max_new_tokens=d.new_tokens, prompt_width=d.max_prompt_len,
                       temperature=d.sample_temperature, top_p=d.sample_top_p, eos_ids=(tokenizer.eos_id,),

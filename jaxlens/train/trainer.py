@@ -30,26 +30,26 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from jaxlens.run import checkpoints
+import jaxlens
 from jaxlens import data as jdata
 from jaxlens.data.teacher_responses import read_teacher_responses
 from jaxlens.data.teacher_responses import with_teacher_responses
-from jaxlens.run import model_sources
 from jaxlens import models
 from jaxlens.parallel import distributed
 from jaxlens.parallel import mesh as pmesh
+from jaxlens.run import checkpoints
 from jaxlens.run import config as tconfig
+from jaxlens.run import model_sources
 from jaxlens.train.objective import Objective
 from jaxlens.train.objective import normalise
 from jaxlens.train.objective import resolve_layer_pairs
 from jaxlens.train.optimizer import learning_rate_schedule
 from jaxlens.train.optimizer import make_optimizer
-from jaxlens.train.optimizer import optimizer_state_shardings
+from jaxlens.train.state import initial_state
+from jaxlens.train.state import jit_step
 from jaxlens.train.step import GUARD_KEYS
 from jaxlens.train.step import ModelParts
-from jaxlens.train.step import initial_guard
 from jaxlens.train.step import make_eval_sums
 from jaxlens.train.step import make_train_step
 from jaxlens.train.step import metric_dict
@@ -66,7 +66,6 @@ REJECTED_DIR = "rejected_checkpoints"
 
 class DivergedError(RuntimeError):
   """The run stopped after ``max_nonfinite_steps`` consecutive non-finite steps (the message says where)."""
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass
@@ -104,7 +103,7 @@ class Setup:
 
 
 # ----------------------------------------------------------------------------------------------------- set-up
-def config_mismatches(stored: dict, cfg: tconfig.TrainConfig) -> list[str]:
+def config_mismatches(stored: tconfig.TrainConfig, cfg: tconfig.TrainConfig) -> list[str]:
   """``key: stored → current`` for every setting that must not change when resuming."""
   def flat(tree, prefix=""):
     out = {}
@@ -114,7 +113,7 @@ def config_mismatches(stored: dict, cfg: tconfig.TrainConfig) -> list[str]:
       else:
         out[f"{prefix}{k}"] = list(v) if isinstance(v, (list, tuple)) else v
     return out
-  old, new = flat(stored), flat(tconfig.to_dict(cfg))
+  old, new = flat(tconfig.to_dict(stored)), flat(tconfig.to_dict(cfg))
   keys = sorted(set(old) | set(new))
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
           if not k.startswith(RESUMABLE_KEYS) and old.get(k) != new.get(k)]
@@ -126,14 +125,13 @@ def build_models(cfg: tconfig.TrainConfig) -> tuple[models.CausalLM, models.Caus
   Raises:
     ValueError: if teacher and student vocabularies differ.
   """
-  compute = DTYPES[cfg.precision.compute]
-  teacher = model_sources.load_teacher(dataclasses.asdict(cfg.teacher), dtype=compute)
-  student = model_sources.make_student(dataclasses.asdict(cfg.student), teacher, dtype=compute,
-                                       remat=cfg.precision.remat)
+  compute = cfg.precision.compute_dtype
+  teacher = model_sources.load_teacher(cfg.teacher, dtype=compute)
+  student = model_sources.make_student(cfg.student, teacher, dtype=compute, remat=cfg.precision.remat)
   if teacher.config.vocab_size != student.config.vocab_size:
     raise ValueError(f"teacher vocabulary {teacher.config.vocab_size} != student vocabulary "
                      f"{student.config.vocab_size}: token-level distillation needs one vocabulary")
-  model_sources.cast_params(teacher, DTYPES[cfg.precision.teacher_params])
+  model_sources.cast_params(teacher, cfg.precision.teacher_params_dtype)
   attention = attention_kernel(cfg.precision)
   teacher.use_attention(attention)
   student.use_attention(attention)
@@ -169,21 +167,20 @@ def load_data(cfg: tconfig.TrainConfig) -> Data:
   """
   source = f"data.source={cfg.data.source!r}"
   try:
-    examples = jdata.load_instruction_data(cfg.data.source)
+    train, held_out = jdata.split(cfg.data)
   except (OSError, ValueError, TypeError) as e:
     raise tconfig.ConfigError(f"{source}: {e}") from None
   try:
-    tokenizer = model_sources.load_run_tokenizer(dataclasses.asdict(cfg.data))
+    tokenizer = model_sources.load_run_tokenizer(cfg.data)
   except (OSError, ValueError) as e:
     raise tconfig.ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: {e}") from None
-  train, held_out = jdata.split_examples(examples, held_out_fraction=cfg.data.held_out_fraction,
-                                         seed=cfg.data.split_seed, by=cfg.data.split)
+  examples = train + held_out
   if cfg.data.teacher_responses:
     train = teacher_responses_for(cfg, train)
-  digest = {"examples": len(examples), "contents": checkpoints.json_digest([examples, train]),
+  digest = {"examples": len(examples),
+            "contents": checkpoints.json_digest(sorted(checkpoints.json_digest(e) for e in train + held_out)),
             "split": checkpoints.json_digest(held_out)}
-  tok = lambda ex: jdata.tokenize_examples(ex, tokenizer, max_length=cfg.data.seq_len,  # noqa: E731
-                                           max_prompt_length=cfg.data.max_prompt_len, template=cfg.data.template)
+  tok = lambda ex: jdata.tokenize(ex, tokenizer, cfg.data)  # noqa: E731
   try:
     train_rows = tok(train)
   except ValueError as e:  # no training example left, or every prompt too long
@@ -255,10 +252,9 @@ def eval_batches(setup: Setup) -> list[dict]:
   cfg = setup.cfg
   if not setup.eval_rows:
     return []
-  it = jdata.BatchIterator(setup.eval_rows, global_batch_size=cfg.batch_size, seq_len=cfg.data.seq_len,
-                           pad_id=setup.pad_id, shuffle=False, drop_last=False, num_epochs=1,
-                           process_index=jax.process_index(), process_count=jax.process_count())
-  return [b for _, b in zip(range(cfg.eval_batches), it)]
+  return jdata.fixed_batches(setup.eval_rows, batch_size=cfg.batch_size, seq_len=cfg.data.seq_len,
+                             pad_id=setup.pad_id, num_batches=cfg.eval_batches, process_index=jax.process_index(),
+                             process_count=jax.process_count())
 
 
 def to_global(batch: dict, sharding) -> dict:
@@ -270,28 +266,6 @@ def to_global(batch: dict, sharding) -> dict:
   return {k: make(np.asarray(batch[k])) for k in jdata.BATCH_KEYS}
 
 
-def initial_state(cfg: tconfig.TrainConfig, student: models.CausalLM, teacher: models.CausalLM, mesh,
-                  optimizer) -> tuple[dict, Any]:
-  """The sharded step-0 training state and the sharded teacher parameters."""
-  def place(model):
-    specs = nnx.to_pure_dict(models.param_partition_specs(model, mesh=mesh))
-    return jax.device_put(nnx.to_pure_dict(nnx.state(model, nnx.Param)), pmesh.named_shardings(mesh, specs))
-  params = {"student": place(student)}
-  if cfg.loss.feature_mse_weight > 0:
-    dt, ds = teacher.config.hidden_size, student.config.hidden_size
-    init = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1), (dt, ds), jnp.float32)
-    params["projection"] = jax.device_put(init / np.sqrt(dt), pmesh.replicated(mesh))
-  replicated = pmesh.replicated(mesh)
-  # Optimizer moments are sharded like their parameters, counters replicated: explicit, so the first step's
-  # input shardings equal its outputs' and the step compiles once.
-  opt_shardings = optimizer_state_shardings(optimizer, params, replicated)
-  state = {"params": params, "opt_state": jax.jit(optimizer.init, out_shardings=opt_shardings)(params),
-           "step": jax.device_put(jnp.zeros((), jnp.int32), replicated),
-           "rng": jax.device_put(jax.random.key_data(jax.random.PRNGKey(cfg.seed)), replicated),
-           "guard": jax.device_put(initial_guard(), replicated)}
-  return state, place(teacher)
-
-
 def abstract(tree):
   """``jax.ShapeDtypeStruct`` s with the shardings of ``tree``'s arrays (orbax restore targets)."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
@@ -301,11 +275,11 @@ def run_facts(setup: Setup) -> dict:
   """The ``run`` checkpoint item (what evaluation needs besides the config)."""
   return {"teacher_model": dataclasses.asdict(setup.teacher.config),
           "student_model": dataclasses.asdict(setup.student.config),
-          "layer_pairs": [[k, j] for k, j in zip(setup.objective.pairs.teacher_layers,
+          "layer_pairs": [[t, s] for t, s in zip(setup.objective.pairs.teacher_layers,
                                                   setup.objective.pairs.student_layers)],
           "data_digest": setup.data_digest,
           "student_blocks": None if setup.student_blocks is None else list(setup.student_blocks),
-          "jaxlens_version": __import__("jaxlens").__version__}
+          "jaxlens_version": jaxlens.__version__}
 
 
 # ------------------------------------------------------------------------------------------------------- loop
@@ -351,10 +325,8 @@ def jit_train_step(cfg: tconfig.TrainConfig, objective: Objective, student: mode
                    teacher: models.CausalLM, optimizer, schedule, mesh, state: dict):
   """The jitted step ``(state, teacher_params, batch) -> (state, metrics)`` exactly as the loop runs it: the
   state donated and kept in its shardings, the metrics replicated (``bench/step.py`` times this function)."""
-  state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  return jax.jit(make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer, schedule,
-                                 cfg.grad_accum),
-                 donate_argnums=0, out_shardings=(state_shardings, pmesh.replicated(mesh)))
+  return jit_step(make_train_step(objective, ModelParts.of(student), ModelParts.of(teacher), optimizer, schedule,
+                                  cfg.grad_accum), state, mesh)
 
 
 def train(cfg: tconfig.TrainConfig) -> RunResult:
@@ -396,7 +368,7 @@ def train(cfg: tconfig.TrainConfig) -> RunResult:
   data = load_data(cfg)
   teacher, student = build_models(cfg)
   check_vocab(data.tokenizer_vocab, teacher.config.vocab_size)
-  blocks = model_sources.student_blocks(dataclasses.asdict(cfg.student), teacher.config.num_layers)
+  blocks = model_sources.student_blocks(cfg.student, teacher.config.num_layers)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers,
                                                       student.config.num_layers, blocks))
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
@@ -631,15 +603,14 @@ def restore_step(setup: Setup, manager, step: int) -> dict:
 def describe(setup: Setup, logger: MetricsLogger, start: int) -> None:
   """Print the derived numbers once (process 0)."""
   cfg, mesh = setup.cfg, setup.mesh
-  count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))  # noqa: E731
   pairs = list(zip(setup.objective.pairs.teacher_layers, setup.objective.pairs.student_layers))
   lines = [
       f"jaxlens train: preset {cfg.preset}, out_dir {os.path.abspath(cfg.out_dir)}",
       f"  devices {jax.device_count()} ({jax.devices()[0].platform}) in {jax.process_count()} process(es); "
       f"mesh data×fsdp×tensor = {mesh.shape['data']}×{mesh.shape['fsdp']}×{mesh.shape['tensor']}",
-      f"  teacher {cfg.teacher.source}: {setup.teacher.config.num_layers} layers, {count(setup.teacher) / 1e6:.1f}M "
-      f"params; student {cfg.student.source}: {setup.student.config.num_layers} layers, "
-      f"{count(setup.student) / 1e6:.1f}M params",
+      f"  teacher {cfg.teacher.source}: {setup.teacher.config.num_layers} layers, "
+      f"{models.num_params(setup.teacher) / 1e6:.1f}M params; student {cfg.student.source}: "
+      f"{setup.student.config.num_layers} layers, {models.num_params(setup.student) / 1e6:.1f}M params",
       f"  objective (1-{cfg.loss.alpha})·CE + {cfg.loss.alpha}·({cfg.loss.output_divergence} + "
       f"{cfg.loss.lens_weight}·{cfg.loss.lens_divergence} lens on pairs {pairs}"
       + (f" + {cfg.loss.feature_mse_weight}·feature-MSE" if cfg.loss.feature_mse_weight else "") + ")",

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from jaxlens.eval import alignment as al
+from jaxlens.eval import keys
 from jaxlens.eval import report as rp
 
 
@@ -42,7 +43,7 @@ def test_write_report(tmp_path):
   assert f"{jsd['mean']:.4g} ± {(jsd['ci_high'] - jsd['ci_low']) / 2:.2g}" in md and "| distilllens |" in md and "T2-S1 | T10-S2" in md
   assert "21.00 ± 1.00" in md
   assert "## Paired differences to `fkl` at the output" in md and "| distilllens | -0.25 [-0.5, -0.125] |" in md
-  assert rp.lens_keys(report) == ["lens/T2-S1", "lens/T10-S2"]
+  assert keys.lens_keys(report) == ["lens/T2-S1", "lens/T10-S2"]
   lines = rp.print_lines(report)
   assert any(line.startswith("fkl/output/jsd ") for line in lines)
   assert "fkl/generation/rougeL 20.0000 (std 1.0000)" in lines

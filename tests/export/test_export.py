@@ -17,6 +17,7 @@ from jaxlens.export import cli, core
 from jaxlens.export.hf import NUMPY_DTYPES
 from jaxlens.models.gguf import read_gguf_tokenizer
 from jaxlens.run import model_sources
+from jaxlens.run.config import ModelSpec
 from tiny_runs import gpt2_models, save_run, train_tiny_run, write_tokenizer_folder
 
 torch = pytest.importorskip("torch")
@@ -60,7 +61,7 @@ def _torch_logits(model, ids=IDS):
 
 def _assert_hf_folder_matches(run_dir, out, template):
   student, info = model_sources.load_run_student(str(run_dir))
-  ours = model_sources.load_run_tokenizer(info.config["data"])
+  ours = model_sources.load_run_tokenizer(info.config.data)
   assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors",
                                      "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
   hf = transformers.AutoModelForCausalLM.from_pretrained(out)  # no trust_remote_code: stock classes only
@@ -74,7 +75,7 @@ def _assert_hf_folder_matches(run_dir, out, template):
   chat = tok.apply_chat_template([{"role": "user", "content": "Name a colour."}], add_generation_prompt=True,
                                  tokenize=False)
   assert chat == data.format_prompt({"instruction": "Name a colour."}, template)
-  for source in (models.from_pretrained(out), model_sources.make_student({"source": "hf", "path": str(out)}, None)):
+  for source in (models.from_pretrained(out), model_sources.make_student(ModelSpec(source="hf", path=str(out)), None)):
     assert all(np.array_equal(a, b) for a, b in zip(_params(source), _params(student), strict=True))
 
 
@@ -118,7 +119,7 @@ def test_gguf_export_reads_back_in_jaxlens_and_transformers(llama_run, tmp_path,
     np.testing.assert_array_equal(np.asarray(a), expected)
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model.gguf")
   np.testing.assert_allclose(_torch_logits(hf), _logits(back), atol=1e-4, rtol=0)
-  run_tokenizer = model_sources.load_run_tokenizer(info.config["data"])
+  run_tokenizer = model_sources.load_run_tokenizer(info.config.data)
   assert len(read_gguf_tokenizer(out / "model.gguf")["tokens"]) == back.config.vocab_size  # padded
   assert models.load_tokenizer(out / "model.gguf").encode(TEXT) == run_tokenizer.encode(TEXT)
   gguf_tok = transformers.AutoTokenizer.from_pretrained(str(out), gguf_file="model.gguf")

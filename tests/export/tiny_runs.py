@@ -83,11 +83,12 @@ def gpt2_models(seed: int = 0):
   from flax import nnx
 
   from jaxlens.run import model_sources
+  from jaxlens.run.config import ModelSpec
 
-  spec = {"source": "random", "family": "gpt2", "vocab_size": VOCAB, "hidden_size": 32, "num_layers": 4,
-          "num_heads": 4, "num_kv_heads": 4, "head_dim": 8, "intermediate_size": 48, "seed": seed}
+  spec = ModelSpec(source="random", family="gpt2", vocab_size=VOCAB, hidden_size=32, num_layers=4, num_heads=4,
+                   num_kv_heads=4, head_dim=8, intermediate_size=48, seed=seed)
   teacher = model_sources.load_teacher(spec)
-  student = model_sources.make_student({"source": "teacher_layers", "every": 2}, teacher)
+  student = model_sources.make_student(ModelSpec(source="teacher_layers", every=2), teacher)
   rng = np.random.default_rng(seed)
   state = nnx.state(student, nnx.Param)
   nnx.update(student, jax.tree.map(lambda x: x + jnp.asarray(rng.normal(0, 0.3, x.shape), x.dtype), state))

@@ -6,6 +6,8 @@ import pytest
 from flax import nnx
 
 from jaxlens import models
+from jaxlens.parallel import targets
+from jaxlens.run import model_sources
 from jaxlens.train import plan as pl
 from jaxlens.run import config as tconfig
 
@@ -18,12 +20,12 @@ needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
     ("v4-8", "v4:2x2x1", 4, "TPU v4"), ("v6e-16", "v6e:4x4", 16, "TPU v6e"), ("V5P:2x2x2", "v5p:2x2x2", 8, "TPU v5p"),
 ])
 def test_parse_target(name, topology, chips, chip):
-  target = pl.parse_target(name)
+  target = targets.parse_target(name)
   assert (target.topology, target.num_chips, target.chip.name, target.estimate) == (topology, chips, chip, False)
 
 
 def test_h100_is_an_estimate_compiled_for_as_many_v5p_chips():
-  target = pl.parse_target("h100x8")
+  target = targets.parse_target("h100x8")
   assert target.estimate and target.num_chips == 8 and target.topology == "v5p:2x2x2"
   assert target.chip.hbm_bytes == 80 * 10**9
 
@@ -32,7 +34,7 @@ def test_h100_is_an_estimate_compiled_for_as_many_v5p_chips():
                                         ("v5p:2x2", "3-D"), ("h100x3", "GPU count"), ("tpu", "unknown target")])
 def test_parse_target_rejects(bad, match):
   with pytest.raises(ValueError, match=match):
-    pl.parse_target(bad)
+    targets.parse_target(bad)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -55,20 +57,20 @@ def test_matmul_params_are_the_models_matrices_plus_the_lm_head(cfg):
 
 def test_known_recipe_architectures():
   spec = tconfig.ModelSpec(source="hf", path="gpt2-xl")
-  xl = pl.model_config(spec, "teacher")
+  xl = model_sources.model_config(spec, "teacher")
   assert (xl.num_layers, xl.hidden_size, xl.num_heads, xl.vocab_size) == (48, 1600, 25, 50257)
-  student = pl.model_config(tconfig.ModelSpec(source="teacher_layers", every=3), "student",
-                            teacher=pl.model_config(tconfig.ModelSpec(source="smollm2"), "teacher"))
+  student = model_sources.model_config(tconfig.ModelSpec(source="teacher_layers", every=3), "student",
+                            teacher=model_sources.model_config(tconfig.ModelSpec(source="smollm2"), "teacher"))
   assert student.num_layers == 10
   with pytest.raises(ValueError, match="planning needs the architecture"):
-    pl.model_config(tconfig.ModelSpec(source="hf", path="no/such-model"), "teacher")
+    model_sources.model_config(tconfig.ModelSpec(source="hf", path="no/such-model"), "teacher")
 
 
 @needs_libtpu
 def test_tiny_train_step_compiles_for_v5e_2x2_and_memory_matches_the_parameter_count():
   # vocabulary 512 keeps the TPU compile to seconds; data=2 × fsdp=2 over the 4 chips.
   cfg = tconfig.resolve(["tiny", "teacher.vocab_size=512", "parallel.data=2", "parallel.fsdp=2"])
-  result = pl.plan(cfg, pl.parse_target("v5e:2x2"))
+  result = pl.plan(cfg, targets.parse_target("v5e:2x2"))
   assert result.mesh_shape == {"data": 2, "fsdp": 2, "tensor": 1}
 
   # Parameter counts from the architecture alone: llama, tied embeddings, 6-block teacher, 3-block student.

@@ -20,6 +20,7 @@ from conftest import write_jsonl
 
 from jaxlens.eval import cli as eval_cli
 from jaxlens.run import checkpoints
+from jaxlens.run import config as tconfig
 from jaxlens.run import model_sources
 from jaxlens.train import metrics as tmetrics
 from jaxlens.train import trainer
@@ -166,7 +167,7 @@ def nan_checkpoint(run_dir) -> None:
   params = jax.tree.map(np.array, checkpoints.read_params(str(run_dir)))
   params["student"]["embed"][3, 3] = np.nan
   items = {"params": ocp.args.StandardSave(params), "data": ocp.args.JsonSave({}),
-           "config": ocp.args.JsonSave(info.config), "run": ocp.args.JsonSave(info.run)}
+           "config": ocp.args.JsonSave(tconfig.to_dict(info.config)), "run": ocp.args.JsonSave(info.run)}
   manager.save(6, args=ocp.args.Composite(**items))
   manager.wait_until_finished()
   manager.close()

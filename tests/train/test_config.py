@@ -151,3 +151,40 @@ def test_cli_reports_config_errors_with_status_2(capsys):
   assert cli.main(["tiny", "loss.alpha=2"]) == 2
   assert capsys.readouterr().err.startswith("error: presets ['tiny'] + overrides: loss.alpha must be in [0, 1]")
   assert sys.argv  # the CLI never mutated argv
+
+
+@dataclasses.dataclass(frozen=True)
+class _Other:
+  """Another CLI's config: the parser and --help work for any frozen config dataclass."""
+
+  name: str = tconfig.opt("x", "a name")
+  count: int = tconfig.opt(2, "how many")
+  fast: bool = tconfig.opt(False, "go fast")
+
+  def validate(self):
+    if self.count < 1:
+      raise tconfig.ConfigError(f"count must be >= 1, got {self.count}")
+    return self
+
+
+def test_the_parser_serves_any_config_dataclass():
+  assert tconfig.build_config(_Other, {"count": "3", "fast": "yes"}) == _Other(count=3, fast=True)
+  assert list(tconfig.flat_fields(_Other)) == ["name", "count", "fast"]
+  with pytest.raises(tconfig.ConfigError, match=r"unknown config key 'cuont'; did you mean 'count'"):
+    tconfig.build_config(_Other, {"cuont": "3"})
+  with pytest.raises(tconfig.ConfigError, match=r"unknown config key 'zzz'; see python other.py --help"):
+    tconfig.build_config(_Other, {"zzz": "3"}, command="python other.py")
+  with pytest.raises(tconfig.ConfigError, match=r"^cli: count must be >= 1, got 0$"):
+    tconfig.build_config(_Other, {"count": "0"}, where="cli")
+  text = tconfig.help_text(_Other, "usage: python other.py [key=value ...]", top_group="other")
+  assert text.startswith("usage: python other.py") and "  [other]\n    name  (str, default 'x')  a name" in text
+  assert "    fast  (bool, default False)  go fast" in text and "presets" not in text
+
+
+def test_a_stored_config_without_newer_keys_reads_as_the_run_was():
+  stored = tconfig.to_dict(tconfig.resolve(["tiny"]))
+  assert tconfig.from_stored(stored).data.split == "prompt"
+  del stored["data"]["split"]  # written before data.split existed: those runs split by example
+  assert tconfig.from_stored(stored).data.split == "example"
+  with pytest.raises(tconfig.ConfigError, match=r"unknown config key 'loss.alfa'"):
+    tconfig.from_stored({**stored, "loss": {**stored["loss"], "alfa": 1.0}})

@@ -54,8 +54,8 @@ def reference_loss(pieces, params, batch):
                for n in cfg.output_divergence.split("+"))
   pairs = list(zip(pieces.objective.pairs.teacher_layers, pieces.objective.pairs.student_layers))
   lens_terms = []
-  for i, (k, j) in enumerate(pairs):
-    th, sh = t_hs[k], s_out.hidden_states[j]
+  for i, (t, s) in enumerate(pairs):
+    th, sh = t_hs[t], s_out.hidden_states[s]
     if cfg.lens_norm:
       th, sh = teacher.final_norm(th), student.final_norm(sh)
     per_token = losses.get_divergence(cfg.lens_divergence)(th @ wt, sh @ ws, reduction="none",
@@ -70,8 +70,8 @@ def reference_loss(pieces, params, batch):
   lens = sum(lens_terms) / len(pairs)
   mse = 0.0
   if cfg.feature_mse_weight:
-    mse = sum(jnp.sum(jnp.mean((t_hs[k] @ params["projection"] - s_out.hidden_states[j]) ** 2, -1) * mask)
-              / jnp.sum(mask) for k, j in pairs) / len(pairs)
+    mse = sum(jnp.sum(jnp.mean((t_hs[t] @ params["projection"] - s_out.hidden_states[s]) ** 2, -1) * mask)
+              / jnp.sum(mask) for t, s in pairs) / len(pairs)
   return (1 - cfg.alpha) * ce + cfg.alpha * (output + cfg.lens_weight * lens + cfg.feature_mse_weight * mse)
 
 

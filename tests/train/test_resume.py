@@ -161,13 +161,13 @@ def test_evaluation_rebuilds_the_run_models(reference):
   teacher, student, info = model_sources.load_run_models(str(reference))
   assert (info.step, teacher.config.num_layers, student.config.num_layers) == (STEPS, 6, 3)
   # The random teacher is rebuilt bit-identically from its source; the student carries the trained weights.
-  again = model_sources.load_teacher(info.config["teacher"])
+  again = model_sources.load_teacher(info.config.teacher)
   for a, b in zip(jax.tree.leaves(nnx.state(teacher, nnx.Param)), jax.tree.leaves(nnx.state(again, nnx.Param))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   stored = checkpoints.read_params(str(reference))["student"]
   np.testing.assert_array_equal(np.asarray(student.embed[...]), stored["embed"])
-  remat = model_sources.make_student(info.config["student"], teacher, remat=True)
+  remat = model_sources.make_student(info.config.student, teacher, remat=True)
   assert remat.remat == "block" and student.remat == "none"
   ids = np.array([[5, 6, 7, 8]], np.int32)
   np.testing.assert_allclose(np.asarray(remat(ids).logits),
-                             np.asarray(model_sources.make_student(info.config["student"], teacher)(ids).logits))
+                             np.asarray(model_sources.make_student(info.config.student, teacher)(ids).logits))

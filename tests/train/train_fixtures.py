@@ -74,13 +74,14 @@ def build(cfg: tconfig.TrainConfig, mesh, embed_scale: float = 30.0) -> Pieces:
   from jaxlens.train.objective import resolve_layer_pairs
   from jaxlens.train.optimizer import learning_rate_schedule
   from jaxlens.train.optimizer import make_optimizer
+  from jaxlens.train.state import initial_state
   teacher, student = trainer.build_models(cfg)
   sharpen(teacher, embed_scale)
   sharpen(student, embed_scale)
   objective = Objective(cfg.loss, resolve_layer_pairs(cfg.loss, teacher.config.num_layers,
                                                       student.config.num_layers))
   optimizer = make_optimizer(cfg.optim, cfg.steps, student.config.family)
-  state, teacher_params = trainer.initial_state(cfg, student, teacher, mesh, optimizer)
+  state, teacher_params = initial_state(cfg, student, teacher, mesh, optimizer)
   return Pieces(cfg, teacher, student, objective, optimizer, learning_rate_schedule(cfg.optim, cfg.steps), state,
                 teacher_params)
 
