@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxlens import data, models
-from jaxlens.run import model_sources
+from jaxlens.run import checkpoints, model_sources
 from jaxlens.run.config import DataConfig, TrainConfig
 
 #: The ``students=`` path of the untrained, teacher-initialised student.
