@@ -7,8 +7,10 @@ percentile **bootstrap confidence interval over sequences** (tokens of one seque
 sequences, not tokens, are resampled), except the expected calibration error, which is a binned statistic of
 the whole token set and is bootstrapped the same way from per-sequence bin counts.
 
-The divergences equal the training losses of :mod:`jaxlens.losses` with ``reduction="none"`` (tested), but are
-computed from one shared log-softmax per side (each loss would take its own: ~6× the work on a 49k vocabulary):
+The divergences and the AKL gaps are those of the loss library — :mod:`jaxlens.losses.per_token` on one shared
+log-softmax per side (each logits-level loss would take its own: ~6× the work on a 49k vocabulary), and the AKL
+head set of :func:`jaxlens.losses.head_set.head_mask` — so they equal the training losses with
+``reduction="none"`` (tested):
 
 .. math::
 
@@ -33,7 +35,8 @@ g_head + g_tail = ‖p − q‖₁ = 2·TV. The student's token-level ECE bins i
    \\mathrm{ECE} = \\sum_b \\frac{n_b}{N} \\left| \\mathrm{acc}_b - \\mathrm{conf}_b \\right|,
    \\qquad \\mathrm{acc}_b = \\frac{1}{n_b}\\sum_{t \\in b} [\\arg\\max q_t = y_t]
 
-Nothing here is differentiated; every value is computed in float32 and accumulated in float64.
+Nothing here is differentiated; every value is computed in float32 and accumulated in float64. A NaN or ``+inf``
+logit (or a row of only ``-inf``) gives NaN metrics for its token, never 0.
 
 References:
   Wu et al., `Rethinking Kullback-Leibler Divergence in Knowledge Distillation for Large Language Models
@@ -46,13 +49,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
-from typing import Literal
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-HeadRule = Literal["official", "paper"]
+from jaxlens.losses import per_token
+from jaxlens.losses.head_set import _bisected_head_mask  # noqa: F401  (tests compare both paths of head_mask)
+from jaxlens.losses.head_set import HEAD_CANDIDATES  # noqa: F401  (re-exported)
+from jaxlens.losses.head_set import HEAD_RULES
+from jaxlens.losses.head_set import HeadRule
+from jaxlens.losses.head_set import head_mask
 
 #: The divergences reported per token, in report order (named like their :mod:`jaxlens.losses` functions).
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
@@ -93,7 +99,7 @@ class AlignmentConfig:
       raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
     if not 0.0 < self.mu < 1.0:
       raise ValueError(f"mu must be in (0, 1), got {self.mu!r}")
-    if self.head_rule not in ("official", "paper"):
+    if self.head_rule not in HEAD_RULES:
       raise ValueError(f"head_rule must be 'official' or 'paper', got {self.head_rule!r}")
     if not self.ks or any(int(k) < 1 for k in self.ks):
       raise ValueError(f"ks must be positive integers, got {self.ks!r}")
@@ -106,95 +112,6 @@ class AlignmentConfig:
     """The token-mean metric names produced by :func:`token_metrics`, in report order."""
     return (*DIVERGENCES, "top1_agreement", *(f"topk_overlap@{k}" for k in self.ks), "g_head", "g_tail",
             "head_mass_error", f"tail_mass_error@{self.tail_k}", "entropy_gap", "student_ce", "teacher_ce")
-
-
-#: Candidates of the head mask's fast path: the head is found among the teacher's top ``HEAD_CANDIDATES``
-#: tokens whenever they hold more than μ of the mass (peaked distributions), else by bisection.
-HEAD_CANDIDATES = 128
-
-
-def head_mask(p: jax.Array, mu: float = 0.5, head_rule: HeadRule = "official") -> jax.Array:
-  """The AKL head set of the distribution ``p`` as a boolean mask, without sorting the vocabulary.
-
-  With p sorted descending (stable: ties in vocabulary order) and C_k = Σ_{i ≤ k} p_(i) (inclusive):
-
-  .. math::
-
-     H_{official} = \\{(k) : C_k \\le \\mu\\} \\cup \\{(1)\\}, \\qquad
-     H_{paper} = \\{(k) : C_k - p_{(k)} < \\mu\\}
-
-  Both are sorted prefixes. Where the top ``K = HEAD_CANDIDATES`` tokens (``lax.top_k``, stable) carry more
-  than μ (official) or at least μ (paper), the prefix ends among them and is read off their cumulative sum.
-  Otherwise (flat distributions, e.g. early logit-lens layers) the head is {p_j > v} plus the first tokens
-  tied at one value v: v is found by a 31-step binary search over the float32 bit patterns of p (for p ≥ 0
-  their integer order is the float order) for the smallest t with Σ_{p_i ≥ t} p_i ≤ μ (official; v is the
-  largest p below t) or Σ_{p_i > t} p_i < μ (paper; v = t), and a tied token of tie rank r (0-based,
-  vocabulary order) is in the head iff A + (r + 1)·v ≤ μ (official) or A + r·v < μ (paper), A the mass above v.
-  Both paths equal the sort-based definition up to float32 summation order, at a fraction of the cost of
-  sorting a 49k vocabulary on CPU.
-
-  Args:
-    p: probabilities ``[..., V]``.
-    mu: head mass threshold μ.
-    head_rule: ``"official"`` (AKL code: largest prefix with mass ≤ μ, plus the top-1 token) or ``"paper"``
-      (smallest prefix with mass ≥ μ).
-
-  Returns:
-    bool ``[..., V]`` in vocabulary order.
-
-  Raises:
-    ValueError: on an unknown ``head_rule``.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> p = jnp.array([0.3, 0.4, 0.3])
-    >>> head_mask(p, 0.5, "official").tolist(), head_mask(p, 0.5, "paper").tolist()
-    ([False, True, False], [True, True, False])
-  """
-  if head_rule not in ("official", "paper"):
-    raise ValueError(f"head_rule must be 'official' or 'paper', got {head_rule!r}")
-  p = p.astype(jnp.float32)
-  official = head_rule == "official"
-  top_p, top_i = jax.lax.optimization_barrier(jax.lax.top_k(p, min(HEAD_CANDIDATES, p.shape[-1])))
-  incl = jnp.cumsum(top_p, axis=-1)
-  head_sorted = (incl <= mu) | (jnp.arange(top_p.shape[-1]) == 0) if official else (incl - top_p) < mu
-  resolved = (incl[..., -1] > mu if official else incl[..., -1] >= mu) | (top_p.shape[-1] == p.shape[-1])
-  flat_p, flat_i, flat_h = (x.reshape(-1, x.shape[-1]) for x in (p, top_i, head_sorted))
-  fast = jnp.zeros(flat_p.shape, bool).at[jnp.arange(flat_p.shape[0])[:, None], flat_i].set(flat_h).reshape(p.shape)
-  return jax.lax.cond(jnp.all(resolved), lambda: fast,
-                      lambda: jnp.where(resolved[..., None], fast, _bisected_head_mask(p, mu, official)))
-
-
-def _bisected_head_mask(p: jax.Array, mu: float, official: bool) -> jax.Array:
-  """The head mask of float32 ``p [..., V]`` by bisection over bit patterns (see :func:`head_mask`)."""
-  bits = jax.lax.bitcast_convert_type(p, jnp.int32)
-
-  def mass_within_bound(b):  # does threshold bit pattern b select little enough mass for the rule?
-    t = jax.lax.bitcast_convert_type(b, jnp.float32)[..., None]
-    if official:
-      return jnp.sum(jnp.where(p >= t, p, 0.0), axis=-1) <= mu
-    return jnp.sum(jnp.where(p > t, p, 0.0), axis=-1) < mu
-
-  def bisect(_, bounds):
-    lo, hi = bounds  # invariant: mass_within_bound(hi), and not for any b < lo
-    mid = lo + (hi - lo) // 2
-    ok = mass_within_bound(mid)
-    return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
-
-  lo = jnp.zeros(p.shape[:-1], jnp.int32)
-  hi = jnp.max(bits, axis=-1) + 1  # above every p: selects nothing, within both bounds
-  _, t = jax.lax.fori_loop(0, 31, bisect, (lo, hi))
-  t = t[..., None]
-  v = jnp.max(jnp.where(bits < t, p, 0.0), axis=-1, keepdims=True) if official else \
-      jax.lax.bitcast_convert_type(t, jnp.float32)
-  above = jnp.sum(jnp.where(p > v, p, 0.0), axis=-1, keepdims=True)
-  tied = p == v
-  tie_rank = (jnp.cumsum(tied, axis=-1) - 1).astype(jnp.float32)
-  tie_in = (above + (tie_rank + 1) * v <= mu) if official else (above + tie_rank * v < mu)
-  head = (p > v) | (tied & tie_in)
-  if official:
-    head = head | (jnp.arange(p.shape[-1]) == jnp.argmax(p, axis=-1)[..., None])
-  return head
 
 
 def _top_k_indices(*requests: tuple[jax.Array, int]) -> tuple[jax.Array, ...]:
@@ -252,14 +169,10 @@ def token_metrics(teacher_logits: jax.Array, student_logits: jax.Array, labels: 
   def at(z, lse, index):  # log-probabilities at the token ids ``index [N, k]``
     return jnp.take_along_axis(z, index, axis=-1) - lse
 
-  def expect(w, x):  # Σ_j w_j x_j with 0 · x = 0 (x may be ±inf where w underflowed or a logit is -inf)
-    return jnp.sum(jnp.where(w > 0, w * x, 0.0), axis=-1)
+  def expect(w, x):  # Σ_j w_j x_j with 0 · x = 0 (x may be -inf where w underflowed); NaN w stays NaN
+    return jnp.sum(jnp.where(w != 0, w * x, 0.0), axis=-1)
 
-  m = 0.5 * (p + q)
-  log_m = jnp.log(jnp.where(m > 0, m, 1.0))
-  out = {"forward_kl": expect(p, log_p - log_q), "reverse_kl": expect(q, log_q - log_p),
-         "jsd": 0.5 * expect(p, log_p - log_m) + 0.5 * expect(q, log_q - log_m),
-         "tvd": 0.5 * jnp.sum(jnp.abs(p - q), axis=-1)}
+  out = {name: getattr(per_token, name)(log_p, log_q) for name in DIVERGENCES}
   # A divergence of a distribution with itself is exactly 0; log m = log(exp(log p)) would leave ±1e-8 of
   # rounding in the JSD there, so rows with bitwise-identical logits get the exact value.
   identical = jnp.all(teacher_logits == student_logits, axis=-1)
@@ -272,9 +185,7 @@ def token_metrics(teacher_logits: jax.Array, student_logits: jax.Array, labels: 
   for k in config.ks:
     out[f"topk_overlap@{k}"] = jnp.sum(ip[:, :k, None] == iq[:, None, :k], axis=(1, 2)).astype(jnp.float32) / k
   head = head_mask(p, config.mu, config.head_rule)
-  err = jnp.abs(p - q)
-  out["g_head"] = jnp.sum(jnp.where(head, err, 0.0), axis=-1)
-  out["g_tail"] = jnp.sum(jnp.where(head, 0.0, err), axis=-1)
+  out["g_head"], out["g_tail"] = per_token.head_tail_gaps(p, q, head)
   out["head_mass_error"] = jnp.abs(jnp.sum(jnp.where(head, q - p, 0.0), axis=-1))
   # Mass outside the teacher's top-K: |q(T̄_K) − p(T̄_K)| = |p(T_K) − q(T_K)| (both sum to 1).
   top_t = ip[:, :config.tail_k]

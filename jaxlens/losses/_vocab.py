@@ -5,7 +5,9 @@ device's shard of the vocabulary (the caller is inside ``jax.shard_map``) and ev
 with ``lax.psum`` / ``lax.pmax`` / ``lax.all_gather``, so the results equal the unsharded ones.
 
 ``-inf`` entries (padded vocabulary columns) are exact zeros of the distribution: they add nothing to any sum and
-get finite (zero) gradients, because every ``log`` is guarded with the "double where" pattern.
+get finite (zero) gradients, because every ``log`` is guarded with the "double where" pattern. The guards test for
+exactly ``-inf``, never for "finite" or "> 0", so a NaN (or a ``+inf`` logit, which log-softmax turns into NaN)
+propagates into the result instead of being dropped.
 """
 
 import math
@@ -49,8 +51,21 @@ def vocab_logsumexp(x: jnp.ndarray, axis_name: str | None) -> jnp.ndarray:
   largest = vocab_max(x, axis_name)
   shift = jnp.where(jnp.isfinite(largest), largest, 0.0)
   total = vocab_sum(jnp.exp(x - shift[..., None]), axis_name)
-  positive = total > 0
+  positive = total != 0  # True for a NaN total: NaN propagates
   return jnp.where(positive, shift + jnp.log(jnp.where(positive, total, 1.0)), -jnp.inf)
+
+
+def vocab_cumsum(x: jnp.ndarray, axis_name: str | None) -> jnp.ndarray:
+  """Inclusive prefix sum along the (possibly sharded) vocabulary axis, in global vocabulary order: ``[..., V]``.
+
+  Sharded: the local prefix sum plus the totals of the lower-indexed shards (one ``all_gather`` of ``[...]``).
+  """
+  local = jnp.cumsum(x, axis=-1)
+  if axis_name is None:
+    return local
+  totals = lax.all_gather(local[..., -1], axis_name)  # [shards, ...]
+  lower = jnp.arange(totals.shape[0]).reshape((-1,) + (1,) * (totals.ndim - 1)) < lax.axis_index(axis_name)
+  return local + jnp.sum(jnp.where(lower, totals, 0), axis=0)[..., None]
 
 
 def log_softmax(logits: jnp.ndarray, axis_name: str | None) -> jnp.ndarray:
@@ -60,8 +75,11 @@ def log_softmax(logits: jnp.ndarray, axis_name: str | None) -> jnp.ndarray:
 
 
 def kl_divergence(log_a: jnp.ndarray, log_b: jnp.ndarray, axis_name: str | None) -> jnp.ndarray:
-  """KL(a ‖ b) = Σ_v a_v (log a_v − log b_v) from log-probabilities, with 0·log 0 = 0: ``[..., V] -> [...]``."""
-  support = log_a > -jnp.inf
+  """KL(a ‖ b) = Σ_v a_v (log a_v − log b_v) from log-probabilities, with 0·log 0 = 0: ``[..., V] -> [...]``.
+
+  Only exact ``-inf`` entries of ``log_a`` are dropped; a NaN anywhere in ``log_a`` or ``log_b`` gives NaN.
+  """
+  support = log_a != -jnp.inf
   safe_log_a = jnp.where(support, log_a, 0.0)
   safe_log_b = jnp.where(support, log_b, 0.0)
   terms = jnp.where(support, jnp.exp(safe_log_a) * (safe_log_a - safe_log_b), 0.0)

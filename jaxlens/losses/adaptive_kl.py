@@ -1,77 +1,17 @@
 """Adaptive KL (AKL): per-token FKL/RKL mix weighted by the student's head and tail gaps (Wu et al., 2024)."""
 
-from typing import Literal
+import functools
 
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
-from jaxlens.losses._checks import check_choice
-from jaxlens.losses._checks import check_non_negative
+from jaxlens.losses import per_token
 from jaxlens.losses._pairwise import teacher_student_divergence
-from jaxlens.losses._vocab import kl_divergence
-from jaxlens.losses._vocab import vocab_max
-from jaxlens.losses._vocab import vocab_sum
+from jaxlens.losses._pairwise import teacher_student_log_probs
+from jaxlens.losses.head_set import HeadMethod
+from jaxlens.losses.head_set import HeadRule
+from jaxlens.losses.head_set import check_head_args
+from jaxlens.losses.per_token import AKLWeights
 from jaxlens.losses.reduction import Reduction
-
-HeadRule = Literal["official", "paper"]
-HeadMethod = Literal["sort", "threshold"]
-HEAD_RULES = ("official", "paper")
-HEAD_METHODS = ("sort", "threshold")
-
-
-def _sorted_gaps(p: jnp.ndarray, q: jnp.ndarray, mu: float, head_rule: HeadRule) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(g_head, g_tail) by sorting p descending, as the official code does (whole vocabulary on one device)."""
-  order = jnp.argsort(-p, axis=-1)
-  p_sorted = jnp.take_along_axis(p, order, axis=-1)
-  gap = jnp.abs(p_sorted - jnp.take_along_axis(q, order, axis=-1))
-  inclusive = jnp.cumsum(p_sorted, axis=-1)
-  if head_rule == "official":
-    tail = (inclusive > mu) & (jnp.arange(p.shape[-1]) > 0)
-  else:
-    tail = inclusive - p_sorted >= mu
-  return jnp.sum(jnp.where(tail, 0.0, gap), -1), jnp.sum(jnp.where(tail, gap, 0.0), -1)
-
-
-def _head_threshold(p: jnp.ndarray, mu: float, head_rule: HeadRule, axis_name: str | None) -> jnp.ndarray:
-  """The smallest float t such that {j: p_j ≥ t} is the head: ``[..., V] -> [...]``, sort-free.
-
-  The head mass M(t) (official: Σ_{p_i ≥ t} p_i ≤ μ; paper: Σ_{p_i > t} p_i < μ) is monotone in t, so a
-  bisection over the bit patterns of non-negative floats (which are ordered like the floats) finds the exact
-  boundary in (bits of 2.0).bit_length() steps, each one masked sum over the vocabulary. The official rule also
-  keeps the top-1 token: the threshold is capped at max p.
-  """
-  int_dtype = jnp.int64 if p.dtype == jnp.float64 else jnp.int32
-  upper = int(np.asarray(2.0, p.dtype).view(np.dtype(int_dtype)))  # M(2.0) = 0: always in the head set
-
-  def in_head_set(threshold: jnp.ndarray) -> jnp.ndarray:
-    if head_rule == "official":
-      return vocab_sum(jnp.where(p >= threshold[..., None], p, 0.0), axis_name) <= mu
-    return vocab_sum(jnp.where(p > threshold[..., None], p, 0.0), axis_name) < mu
-
-  def bisect(_, bounds):
-    low, high = bounds
-    middle = low + (high - low) // 2
-    ok = in_head_set(lax.bitcast_convert_type(middle, p.dtype))
-    return jnp.where(ok, low, middle + 1), jnp.where(ok, middle, high)
-
-  # *_like keeps p's sharding, so the loop carry is valid inside a token-sharded shard_map too.
-  low = jnp.zeros_like(p[..., 0], int_dtype)
-  high = jnp.full_like(p[..., 0], upper, int_dtype)
-  _, high = lax.fori_loop(0, upper.bit_length(), bisect, (low, high))
-  threshold = lax.bitcast_convert_type(high, p.dtype)
-  if head_rule == "official":
-    threshold = jnp.minimum(threshold, vocab_max(p, axis_name))
-  return threshold
-
-
-def _threshold_gaps(
-    p: jnp.ndarray, q: jnp.ndarray, mu: float, head_rule: HeadRule, axis_name: str | None
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(g_head, g_tail) with the sort-free head {j: p_j ≥ t*}; works on a vocabulary-sharded last axis."""
-  head = p >= _head_threshold(p, mu, head_rule, axis_name)[..., None]
-  gap = jnp.abs(p - q)
-  return vocab_sum(jnp.where(head, gap, 0.0), axis_name), vocab_sum(jnp.where(head, 0.0, gap), axis_name)
 
 
 def adaptive_kl(
@@ -123,11 +63,16 @@ def adaptive_kl(
   are not replaced by 0 before computing the weights: padded vocabulary entries stay exact zeros. Temperature:
   the official AKL has none (τ = 1); τ² is applied when ``scale_by_temperature_squared``.
 
-  ``head_method``: ``"sort"`` sorts p (O(V log V), exact parity with the official code, including torch's
-  choice of one token among tied top-1 tokens); ``"threshold"`` is sort-free, an exact bisection for the
-  threshold t* with head = {j: p_j ≥ t*} (~31 masked sums over V), which agrees with ``"sort"`` except on exact
-  probability ties; it is the only method under vocabulary sharding. ``None`` picks ``"sort"`` unsharded and
-  ``"threshold"`` with ``vocab_axis_name``.
+  ``head_method`` (both give the stable-sort head set, ties in vocabulary order, of
+  :func:`jaxlens.losses.head_set.head_mask`): ``"sort"`` sorts p (O(V log V), the official code's algorithm);
+  ``"threshold"`` is sort-free — the head read off the top-128 tokens when they hold enough mass, else an exact
+  bisection over float bit patterns (~31 masked sums over V) — and is the only method under vocabulary sharding.
+  ``None`` picks ``"sort"`` unsharded and ``"threshold"`` with ``vocab_axis_name``. The per-token weights are
+  available for logging from :func:`adaptive_kl_weights`.
+
+  NaN: a NaN/``+inf`` logit or an all-``-inf`` row of an unmasked token gives NaN. With ``eps=0`` and p = q
+  exactly the value is NaN too (the official 0/0), but the gradient stays finite, so a masked token (whose logits
+  are replaced by zeros: p = q uniform) still contributes exactly nothing.
 
   Args:
     teacher_logits: ``[..., V]`` teacher logits (any float dtype); no gradient flows into them.
@@ -160,18 +105,10 @@ def adaptive_kl(
     Wu, Tao, Wang, Yang, Zhao and Wong, `Rethinking Kullback-Leibler Divergence in Knowledge Distillation for
     Large Language Models <https://arxiv.org/abs/2404.02657>`_, 2025.
   """
-  weights = _weight_fn(mu, head_rule, head_method, eps, vocab_axis_name)
-
-  def per_token(log_p: jnp.ndarray, log_q: jnp.ndarray) -> jnp.ndarray:
-    w_head, w_tail = weights(log_p, log_q)
-    if swap_weights:
-      w_head, w_tail = w_tail, w_head
-    return w_head * kl_divergence(log_p, log_q, vocab_axis_name) + w_tail * kl_divergence(
-        log_q, log_p, vocab_axis_name
-    )
-
+  check_head_args(mu, head_rule, per_token.resolve_head_method(head_method, vocab_axis_name), vocab_axis_name)
   return teacher_student_divergence(
-      per_token,
+      functools.partial(per_token.adaptive_kl, mu=mu, head_rule=head_rule, head_method=head_method, eps=eps,
+                        vocab_axis_name=vocab_axis_name, swap_weights=swap_weights),
       teacher_logits,
       student_logits,
       mask,
@@ -182,32 +119,53 @@ def adaptive_kl(
   )
 
 
-def _weight_fn(mu: float, head_rule: HeadRule, head_method: HeadMethod | None, eps: float,
-               vocab_axis_name: str | None):
-  """Checked settings → ``(log_p, log_q) -> (w_head, w_tail)``, both stop-gradient ``[...]``."""
-  check_non_negative("mu", mu)
-  check_non_negative("eps", eps)
-  check_choice("head_rule", head_rule, HEAD_RULES)
-  check_choice("head_method", head_method, (*HEAD_METHODS, None))
-  if head_method is None:
-    head_method = "sort" if vocab_axis_name is None else "threshold"
-  if head_method == "sort" and vocab_axis_name is not None:
-    raise ValueError(
-        "head_method='sort' needs the whole vocabulary on one device; use head_method='threshold' with "
-        f"vocab_axis_name={vocab_axis_name!r}"
-    )
+def adaptive_kl_weights(
+    teacher_logits: jnp.ndarray,
+    student_logits: jnp.ndarray,
+    mask: jnp.ndarray | None = None,
+    *,
+    mu: float = 0.5,
+    head_rule: HeadRule = "official",
+    head_method: HeadMethod | None = None,
+    eps: float = 1e-12,
+    temperature: float = 1.0,
+    vocab_axis_name: str | None = None,
+) -> AKLWeights:
+  r"""AKL's per-token head/tail gaps and weights from logits, for logging (e.g. the mean and histogram of w_h).
 
-  def weights(log_p: jnp.ndarray, log_q: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    p = lax.stop_gradient(jnp.exp(log_p))
-    q = lax.stop_gradient(jnp.exp(log_q))
-    if head_method == "sort":
-      g_head, g_tail = _sorted_gaps(p, q, mu, head_rule)
-    else:
-      g_head, g_tail = _threshold_gaps(p, q, mu, head_rule, vocab_axis_name)
-    denominator = g_head + g_tail + eps
-    return lax.stop_gradient(g_head / denominator), lax.stop_gradient(g_tail / denominator)
+  Same pipeline and arguments as :func:`adaptive_kl` (p = softmax(z_T/τ), q = softmax(z_S/τ), head set H of p):
 
-  return weights
+  .. math::
+
+    g_\text{head} = \sum_{j \in H} \lvert p_j - q_j \rvert, \quad
+    g_\text{tail} = \sum_{j \notin H} \lvert p_j - q_j \rvert, \quad
+    w_h = \frac{g_\text{head}}{g_\text{head} + g_\text{tail} + \epsilon}, \quad
+    w_t = \frac{g_\text{tail}}{g_\text{head} + g_\text{tail} + \epsilon}
+
+  Everything is stop-gradient. Masked tokens get 0 in all four fields: reduce them with the same mask, e.g.
+  ``reduce_loss(weights.w_head, mask)`` is the masked mean head weight.
+
+  Returns:
+    :class:`~jaxlens.losses.per_token.AKLWeights` ``(g_head, g_tail, w_head, w_tail)``, each ``[...]``.
+
+  Raises:
+    Everything :func:`adaptive_kl` raises for (apart from the reduction, which this does not take).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> w = adaptive_kl_weights(jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 2.0, 0.5]))
+    >>> print(f"{float(w.g_head):.3f} {float(w.g_tail):.3f} {float(w.w_head):.3f}")  # head = the top-1 token
+    0.613 0.613 0.500
+  """
+  check_head_args(mu, head_rule, per_token.resolve_head_method(head_method, vocab_axis_name), vocab_axis_name)
+  log_p, log_q = teacher_student_log_probs(teacher_logits, student_logits, mask, temperature=temperature,
+                                           vocab_axis_name=vocab_axis_name)
+  weights = per_token.akl_weights(log_p, log_q, mu=mu, head_rule=head_rule, head_method=head_method, eps=eps,
+                                  vocab_axis_name=vocab_axis_name)
+  if mask is None:
+    return weights
+  valid = jnp.asarray(mask) != 0
+  return AKLWeights(*(jnp.where(valid, field, 0.0) for field in weights))
 
 
 def adaptive_kl_head_weight(
@@ -221,11 +179,11 @@ def adaptive_kl_head_weight(
     temperature: float = 1.0,
     vocab_axis_name: str | None = None,
 ) -> jnp.ndarray:
-  r"""AKL's per-token forward-KL weight w_h = g_head / (g_head + g_tail + ε) (see :func:`adaptive_kl`).
+  r"""AKL's per-token forward-KL weight w_h = g_head / (g_head + g_tail + ε): ``adaptive_kl_weights(...).w_head``.
 
   The share of forward KL that :func:`adaptive_kl` gives each token (1 − w_h goes to reverse KL, up to ε);
-  its mean over a run is the weight of the matched fixed mixture :func:`mix`. No gradient (the value
-  is stop-gradient, as inside AKL).
+  its mean over a run is the weight of the matched fixed mixture :func:`~jaxlens.losses.mix`. No gradient (the
+  value is stop-gradient, as inside AKL). For the gaps too, or with a mask, use :func:`adaptive_kl_weights`.
 
   Args:
     teacher_logits: ``[..., V]`` teacher logits.
@@ -243,14 +201,5 @@ def adaptive_kl_head_weight(
     >>> print(f"{float(adaptive_kl_head_weight(jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 2.0, 0.5]))):.4f}")
     0.5000
   """
-  weights = _weight_fn(mu, head_rule, head_method, eps, vocab_axis_name)
-  return teacher_student_divergence(
-      lambda log_p, log_q: weights(log_p, log_q)[0],
-      teacher_logits,
-      student_logits,
-      None,
-      temperature=temperature,
-      reduction="none",
-      scale_by_temperature_squared=False,
-      vocab_axis_name=vocab_axis_name,
-  )
+  return adaptive_kl_weights(teacher_logits, student_logits, mu=mu, head_rule=head_rule, head_method=head_method,
+                             eps=eps, temperature=temperature, vocab_axis_name=vocab_axis_name).w_head

@@ -4,7 +4,9 @@ import jax.numpy as jnp
 
 from jaxlens.losses._checks import check_labels
 from jaxlens.losses._checks import check_logits
+from jaxlens.losses._checks import check_mask
 from jaxlens.losses._pairwise import compute_dtype
+from jaxlens.losses._pairwise import select_valid
 from jaxlens.losses._vocab import log_softmax
 from jaxlens.losses._vocab import vocab_ids
 from jaxlens.losses._vocab import vocab_sum
@@ -29,7 +31,9 @@ def cross_entropy(
     \mathrm{CE}(y, q) = -\log q_y = \operatorname{logsumexp}(z_S) - z_{S,y}
 
   Computed in float32 (float64 for float64 inputs). Labels at masked positions may hold any integer (e.g. −100):
-  an id outside the vocabulary selects nothing and the mask removes the token.
+  an id outside the vocabulary selects nothing and the mask removes the token. Masked tokens' logits are replaced
+  by zeros before the log-softmax, so they contribute exactly 0 with exactly zero gradient whatever they hold; a
+  NaN or ``+inf`` logit (or a row of only ``-inf``) of an unmasked token gives NaN.
 
   Args:
     student_logits: ``[..., V]`` student logits (any float dtype).
@@ -55,7 +59,8 @@ def cross_entropy(
   labels = jnp.asarray(labels)
   check_logits("student_logits", student_logits)
   check_labels(labels, student_logits.shape[:-1])
-  log_q = log_softmax(student_logits.astype(compute_dtype(student_logits)), vocab_axis_name)
+  check_mask(mask, labels.shape)
+  log_q = log_softmax(select_valid(student_logits.astype(compute_dtype(student_logits)), mask), vocab_axis_name)
   is_label = vocab_ids(log_q.shape[-1], vocab_axis_name) == labels[..., None]
   nll = -vocab_sum(jnp.where(is_label, log_q, 0.0), vocab_axis_name)
   return reduce_loss(nll, mask, reduction)

@@ -1,14 +1,11 @@
 """Generalised (skewed) Jensen–Shannon divergence, JSD_β, as in GKD/TRL and DistillLens."""
 
-import math
+import functools
 
 import jax.numpy as jnp
 
-from jaxlens.losses._checks import check_non_negative
-from jaxlens.losses._checks import check_unit_interval
+from jaxlens.losses import per_token
 from jaxlens.losses._pairwise import teacher_student_divergence
-from jaxlens.losses._vocab import kl_divergence
-from jaxlens.losses._vocab import log_mixture
 from jaxlens.losses.reduction import Reduction
 
 
@@ -36,7 +33,8 @@ def jsd(
   This is TRL's ``generalized_jsd_loss`` / the GKD paper's convention (β weighs the *teacher* in the mixture).
   β = ½ is the symmetric JSD, bounded by ln 2. ``log m`` is exact (no eps) by default; ``mixture_eps=1e-8``
   reproduces DistillLens's ``log(m + 1e-8)``. Gradient flows through q and through q inside m; it is stopped into
-  ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``.
+  ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``. The per-token value is clamped at 0
+  (float rounding leaves ~−1e-8 for nearly equal p and q) in value only: the gradient is the formula's.
 
   Endpoints: JSD_β → 0 continuously as β → 0 or β → 1 (m becomes q or p), and JSD_β/β → KL(p‖q) as β → 0.
   TRL instead *switches* to KL(p‖q) at β = 0 and KL(q‖p) at β = 1, a discontinuity; to get TRL's endpoint
@@ -71,22 +69,8 @@ def jsd(
     Dhakal et al., `DistillLens: Symmetric Knowledge Distillation Through Logit Lens
     <https://arxiv.org/abs/2602.13567>`_, 2026.
   """
-  beta = check_unit_interval("beta", beta)
-  check_non_negative("mixture_eps", mixture_eps)
-
-  def per_token(log_p: jnp.ndarray, log_q: jnp.ndarray) -> jnp.ndarray:
-    log_m = log_mixture(log_p, log_q, beta)
-    if mixture_eps > 0:
-      log_m = jnp.logaddexp(log_m, math.log(mixture_eps))
-    value = jnp.zeros(log_p.shape[:-1], log_p.dtype)
-    if beta > 0.0:
-      value = value + beta * kl_divergence(log_p, log_m, vocab_axis_name)
-    if beta < 1.0:
-      value = value + (1.0 - beta) * kl_divergence(log_q, log_m, vocab_axis_name)
-    return value
-
   return teacher_student_divergence(
-      per_token,
+      functools.partial(per_token.jsd, beta=beta, mixture_eps=mixture_eps, vocab_axis_name=vocab_axis_name),
       teacher_logits,
       student_logits,
       mask,

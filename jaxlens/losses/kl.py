@@ -4,10 +4,12 @@ Arguments are teacher-first, unlike optax's prediction-first order: every diverg
 D(teacher ‖ student) or its reverse, and teacher-first keeps that readable.
 """
 
+import functools
+
 import jax.numpy as jnp
 
+from jaxlens.losses import per_token
 from jaxlens.losses._pairwise import teacher_student_divergence
-from jaxlens.losses._vocab import kl_divergence
 from jaxlens.losses.reduction import Reduction
 
 
@@ -61,7 +63,7 @@ def forward_kl(
     <https://arxiv.org/abs/1503.02531>`_, 2015.
   """
   return teacher_student_divergence(
-      lambda log_p, log_q: kl_divergence(log_p, log_q, vocab_axis_name),
+      functools.partial(per_token.forward_kl, vocab_axis_name=vocab_axis_name),
       teacher_logits,
       student_logits,
       mask,
@@ -123,7 +125,7 @@ def reverse_kl(
     <https://arxiv.org/abs/2306.08543>`_, 2024.
   """
   return teacher_student_divergence(
-      lambda log_p, log_q: kl_divergence(log_q, log_p, vocab_axis_name),
+      functools.partial(per_token.reverse_kl, vocab_axis_name=vocab_axis_name),
       teacher_logits,
       student_logits,
       mask,

@@ -17,6 +17,11 @@ inside the forward sweep (Liger's way): per tile, ``jax.vjp`` of the per-token d
 scales these by the incoming cotangent. Recomputing the tiles in the backward instead (tokamax's way) was measured
 slower (``bench/RESULTS.md``) and is not kept.
 
+Masked tokens are selected away before any arithmetic: both implementations zero their hidden-state rows before
+the projections (in the tiled kernel inside the sweep that also forms the gradients, so inside the custom VJP), and
+the divergence zeroes their logits rows before its log-softmax. A NaN or inf in a masked token's hidden state
+therefore reaches no value, no dX and no dW = Xᵀ G; at an unmasked token it makes the loss NaN.
+
 The vocabulary is padded with zero columns to a multiple of ``TileConfig.vocab_multiple`` so the matmuls stay on
 the fast path; the padded logits are set to −inf before the divergence, so they are excluded exactly from every
 softmax and sum (and get exactly zero gradient).
@@ -199,8 +204,9 @@ def reference_pair_sums(per_token: PerTokenDivergence, teacher_hidden, student_h
     dtype = compute_dtype or jnp.result_type(h, w)
     return jnp.einsum("pnd,dv->pnv", h.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
 
-  teacher_logits = lax.stop_gradient(logits(teacher_hidden, teacher_unembed))
-  student_logits = logits(student_hidden, student_unembed)
+  valid = (mask != 0)[None, :, None]  # masked rows zeroed before the matmuls, as in the tiled kernel
+  teacher_logits = lax.stop_gradient(logits(jnp.where(valid, teacher_hidden, 0), teacher_unembed))
+  student_logits = logits(jnp.where(valid, student_hidden, 0), student_unembed)
   pair_mask = jnp.broadcast_to(mask, student_logits.shape[:2])
   return jnp.sum(per_token(teacher_logits, student_logits, pair_mask), axis=-1)
 
@@ -271,7 +277,10 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
 
   def step(d_unembed, tile_inputs):
     t_block, s_block, m_block, coeff = tile_inputs
-    t_block, s_block = t_block.astype(teacher_dtype), s_block.astype(student_dtype)
+    # Masked rows are zeroed before the matmuls: nothing of them (NaN, inf) reaches a logit, dX or dW = Xᵀ G.
+    valid = (m_block != 0)[:, None]
+    t_block = jnp.where(valid, t_block, 0).astype(teacher_dtype)
+    s_block = jnp.where(valid, s_block, 0).astype(student_dtype)
     t_logits = exclude_padding(jnp.matmul(t_block, teacher_w, preferred_element_type=jnp.float32))
     s_logits = jnp.matmul(s_block, student_w, preferred_element_type=jnp.float32)
 
@@ -392,7 +401,9 @@ def lens_loss(
     teacher_unembed: ``[Dt, V]`` teacher unembedding (x @ W orientation).
     student_unembed: ``[Ds, V]`` student unembedding.
     mask: ``[N]`` bool or float token mask (1 = counted); ``None`` counts every token. Masked tokens contribute
-      exactly 0 and exactly zero gradient; an all-masked batch gives 0 with finite (zero) gradients.
+      exactly 0 and exactly zero gradient whatever their hidden states hold (their rows are selected away before
+      any arithmetic); an all-masked batch gives 0 with finite (zero) gradients. A NaN or inf reaching an unmasked
+      token's logits makes the loss NaN.
     divergence: a name in ``DIVERGENCES`` (e.g. ``"jsd"``, ``"reverse_kl"``, ``"adaptive_kl"``) or a function
       with the family's signature.
     divergence_kwargs: the divergence's keyword hyper-parameters (e.g. ``{"beta": 0.5}``, ``{"temperature": 2.0}``).

@@ -176,6 +176,8 @@ def linear_cross_entropy(
   if mask is not None and jnp.shape(mask) != hidden.shape[:1]:
     raise ValueError(f"mask must have shape [N] = {hidden.shape[:1]}, got {jnp.shape(mask)}")
   mask = jnp.ones(hidden.shape[:1], jnp.float32) if mask is None else jnp.asarray(mask).astype(jnp.float32)
+  # Masked rows are selected away before any arithmetic: a NaN/inf there reaches no value, dX or dW = Xᵀ G.
+  hidden = jnp.where((mask != 0)[:, None], hidden, jnp.zeros((), jnp.result_type(hidden)))
   if implementation == "reference":
     dtype = tile.compute_dtype or jnp.result_type(hidden, unembed)
     logits = jnp.matmul(hidden.astype(dtype), unembed.astype(dtype), preferred_element_type=jnp.float32)

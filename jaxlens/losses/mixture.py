@@ -1,10 +1,11 @@
 """A fixed mixture of forward and reverse KL: w·KL(p‖q) + (1 − w)·KL(q‖p)."""
 
+import functools
+
 import jax.numpy as jnp
 
-from jaxlens.losses._checks import check_unit_interval
+from jaxlens.losses import per_token
 from jaxlens.losses._pairwise import teacher_student_divergence
-from jaxlens.losses._vocab import kl_divergence
 from jaxlens.losses.reduction import Reduction
 
 
@@ -56,15 +57,8 @@ def mix(
     >>> print(f"{float(mix(t, s, weight=0.25)):.4f}")  # 0.25 · 0.8469 + 0.75 · 0.9417
     0.9180
   """
-  w = check_unit_interval("weight", weight)
-
-  def per_token(log_p: jnp.ndarray, log_q: jnp.ndarray) -> jnp.ndarray:
-    forward = kl_divergence(log_p, log_q, vocab_axis_name) if w > 0 else 0.0
-    reverse = kl_divergence(log_q, log_p, vocab_axis_name) if w < 1 else 0.0
-    return w * forward + (1.0 - w) * reverse
-
   return teacher_student_divergence(
-      per_token,
+      functools.partial(per_token.mix, weight=weight, vocab_axis_name=vocab_axis_name),
       teacher_logits,
       student_logits,
       mask,

@@ -1,11 +1,11 @@
 """DistiLLM's skew KL divergences: KL against a mixture of teacher and student."""
 
+import functools
+
 import jax.numpy as jnp
 
-from jaxlens.losses._checks import check_unit_interval
+from jaxlens.losses import per_token
 from jaxlens.losses._pairwise import teacher_student_divergence
-from jaxlens.losses._vocab import kl_divergence
-from jaxlens.losses._vocab import log_mixture
 from jaxlens.losses.reduction import Reduction
 
 
@@ -59,9 +59,8 @@ def skew_kl(
     Ko, Kim, Chen and Yun, `DistiLLM: Towards Streamlined Distillation for Large Language Models
     <https://arxiv.org/abs/2402.03898>`_, 2024.
   """
-  alpha = check_unit_interval("alpha", alpha)
   return teacher_student_divergence(
-      lambda log_p, log_q: kl_divergence(log_p, log_mixture(log_p, log_q, alpha), vocab_axis_name),
+      functools.partial(per_token.skew_kl, alpha=alpha, vocab_axis_name=vocab_axis_name),
       teacher_logits,
       student_logits,
       mask,
@@ -121,9 +120,8 @@ def skew_reverse_kl(
     Ko, Kim, Chen and Yun, `DistiLLM: Towards Streamlined Distillation for Large Language Models
     <https://arxiv.org/abs/2402.03898>`_, 2024.
   """
-  alpha = check_unit_interval("alpha", alpha)
   return teacher_student_divergence(
-      lambda log_p, log_q: kl_divergence(log_q, log_mixture(log_p, log_q, 1.0 - alpha), vocab_axis_name),
+      functools.partial(per_token.skew_reverse_kl, alpha=alpha, vocab_axis_name=vocab_axis_name),
       teacher_logits,
       student_logits,
       mask,

@@ -1,9 +1,11 @@
 """Total variation distance between teacher and student next-token distributions."""
 
+import functools
+
 import jax.numpy as jnp
 
+from jaxlens.losses import per_token
 from jaxlens.losses._pairwise import teacher_student_divergence
-from jaxlens.losses._vocab import vocab_sum
 from jaxlens.losses.reduction import Reduction
 
 
@@ -25,7 +27,9 @@ def tvd(
 
     \mathrm{TVD}(p, q) = \tfrac12 \sum_v \lvert p_v - q_v \rvert
 
-  Gradient is stopped into ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``.
+  Gradient is stopped into ``teacher_logits``. Multiplied by τ² when ``scale_by_temperature_squared``. The per-token
+  value is clamped to [0, 1] (float rounding reaches 1 + 2e-7 for disjoint supports) in value only: the gradient is
+  the formula's.
 
   Args:
     teacher_logits: ``[..., V]`` teacher logits (any float dtype); no gradient flows into them.
@@ -53,7 +57,7 @@ def tvd(
     <https://arxiv.org/abs/2307.15190>`_, 2023.
   """
   return teacher_student_divergence(
-      lambda log_p, log_q: 0.5 * vocab_sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), vocab_axis_name),
+      functools.partial(per_token.tvd, vocab_axis_name=vocab_axis_name),
       teacher_logits,
       student_logits,
       mask,

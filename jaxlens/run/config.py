@@ -156,7 +156,6 @@ class DataConfig:
 
 
 # ------------------------------------------------------------------------------------------------------ loss
-HEAD_RULES = ("official", "paper")  # to become `from jaxlens.losses import HEAD_RULES` (issue 14, deliverable 3)
 LAYER_MAPS = ("uniform", "construction")
 IMPLEMENTATIONS = ("tiled", "reference")
 
@@ -195,7 +194,7 @@ class LossConfig:
   block_tokens: int = opt(1024, "tiled kernel: tokens per tile (live logits ~ 2 x block_tokens x V float32)")
 
   def validate(self) -> None:
-    from jaxlens.losses import DIVERGENCES
+    from jaxlens.losses import DIVERGENCES, HEAD_RULES
     _check(0.0 <= self.alpha <= 1.0, f"loss.alpha must be in [0, 1], got {self.alpha}")
     for name in self.output_divergences():
       _check(name in DIVERGENCES, f"loss.output_divergence: unknown divergence {name!r}; known: {sorted(DIVERGENCES)}")

@@ -12,15 +12,13 @@ import torch_divergences as ref
 from torch_divergences import x64  # noqa: F401  (fixture)
 
 from jaxlens import losses
-from jaxlens.losses.adaptive_kl import _sorted_gaps
-from jaxlens.losses.adaptive_kl import _threshold_gaps
+from jaxlens.losses.head_set import head_mask
+from jaxlens.losses.per_token import head_tail_gaps
 
 
 def _gaps(p, q, mu, rule, method):
   p, q = jnp.asarray(p), jnp.asarray(q)
-  if method == "sort":
-    return _sorted_gaps(p, q, mu, rule)
-  return _threshold_gaps(p, q, mu, rule, None)
+  return head_tail_gaps(p, q, head_mask(p, mu, rule, method=method))
 
 
 # headtail.md §1.4's example lists p = [0.3, 0.3, 0.4] as "sorted", which it is not: sorted descending it is

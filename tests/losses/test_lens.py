@@ -30,6 +30,7 @@ DIVERGENCE_CASES = [
     ("tvd", {}),
     ("adaptive_kl", {"head_rule": "official"}),
     ("adaptive_kl", {"head_rule": "paper"}),
+    ("mix", {"weight": 0.3}),
 ]
 
 
