@@ -546,7 +546,8 @@ def markdown(report: dict) -> str:
 
 
 def write_report(sweep: Sweep, num_bootstrap: int) -> dict:
-  if any(sweep.present(a, s) for a, s in sweep.planned()):
+  lens_path = os.path.join(ROOT, sweep.spec["results"], "teacher_lens.json")
+  if not os.path.exists(lens_path) and any(sweep.present(a, s) for a, s in sweep.planned()):
     sweep.evaluator.teacher_lens()  # once per scale: the teacher's own lens profile
   report = aggregate(sweep, num_bootstrap)
   folder = os.path.join(ROOT, sweep.spec["results"])
