@@ -159,16 +159,34 @@ class Objective:
                             divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
                             implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True)
 
-  def head_weight_sums(self, teacher_logits, student_logits, mask) -> dict[str, jax.Array]:
+  def head_weight_sums(self, teacher_final, student_final, teacher_unembed, student_unembed, mask
+                       ) -> dict[str, jax.Array]:
     """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) at the output, as masked sums
-    (:func:`head_weight_histogram`); logged only, no gradient. ``[N, V]`` logits, ``[N]`` mask."""
-    # The sort-free head search (equal to the sorted one up to exact probability ties): no second vocabulary
-    # sort per step for a logged quantity.
-    weight = losses.adaptive_kl_head_weight(jax.lax.stop_gradient(teacher_logits),
-                                            jax.lax.stop_gradient(student_logits), mu=self.cfg.mu,
-                                            head_rule=self.cfg.head_rule, head_method="threshold",
-                                            temperature=self.cfg.temperature)
-    return head_weight_histogram(weight, mask)
+    (:func:`head_weight_histogram`); logged only, no gradient.
+
+    Computed one block of ``block_tokens`` tokens at a time (``lax.map``), so, like the loss kernels, it never
+    holds ``[N, V]`` logits. ``teacher_final [N, D_T]``, ``student_final [N, D_S]`` (final, normed hidden states),
+    the unembeddings ``[D, V]``, ``mask [N]``.
+    """
+    n = mask.shape[0]
+    block = min(self.cfg.block_tokens, n)
+    pad = -n % block
+    blocks = lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(  # noqa: E731
+        (n + pad) // block, block, *x.shape[1:])
+    teacher_unembed, student_unembed = jax.lax.stop_gradient((teacher_unembed, student_unembed))
+
+    def one_block(args):
+      t_h, s_h, m = args
+      # The sort-free head search (equal to the sorted one up to exact probability ties): no vocabulary sort
+      # per step for a logged quantity.
+      weight = losses.adaptive_kl_head_weight(t_h @ teacher_unembed, s_h @ student_unembed, mu=self.cfg.mu,
+                                              head_rule=self.cfg.head_rule, head_method="threshold",
+                                              temperature=self.cfg.temperature)
+      return head_weight_histogram(weight, m)
+
+    per_block = jax.lax.map(one_block, jax.lax.stop_gradient(
+        (blocks(teacher_final), blocks(student_final), blocks(mask))))
+    return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_block)
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
            teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
@@ -210,7 +228,7 @@ class Objective:
         out["output"] = out["output"] + self._pair_sums(t_final, s_final, teacher_unembed, student_unembed,
                                                         flat_mask, name)[0]
       if "adaptive_kl" in cfg.output_divergences():
-        out.update(self.head_weight_sums(t_final[0] @ teacher_unembed, s_final[0] @ student_unembed, flat_mask))
+        out.update(self.head_weight_sums(t_final[0], s_final[0], teacher_unembed, student_unembed, flat_mask))
 
     if self.uses_lens:
       p = self.pairs.num_pairs
