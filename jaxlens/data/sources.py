@@ -1,7 +1,8 @@
 """Instruction examples ``{"instruction", "input", "output"}`` from local files, the HF hub, or chatterbot-corpus.
 
-* :func:`load_instruction_data` reads a local ``.json``/``.jsonl`` file (or, when online, a hub dataset id)
-  with HF ``datasets``, mapping columns by name (dolly's ``context``/``response`` are recognised).
+* :func:`load_instruction_data` reads a local ``.json``/``.jsonl`` file (its own strict parser: every problem
+  is named with the file and line) or, when online, a hub dataset id with HF ``datasets``, mapping columns by
+  name (dolly's ``context``/``response`` are recognised).
 * :func:`chatterbot_examples` reads the registry package ``chatterbot-corpus`` (the embedded default; BSD-3):
   every pair of consecutive turns of every English conversation, de-duplicated: 1,176 pairs.
 * :func:`wordnet_examples` builds define / use-in-a-sentence / synonym tasks from WordNet 3.0 (Debian
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -53,6 +55,65 @@ def _resolve_columns(available: Sequence[str], columns: Mapping[str, str] | None
   return resolved
 
 
+def read_records(path: pathlib.Path) -> list[tuple[str, dict]]:
+  """The records of a local ``.jsonl`` (one JSON object per line; blank lines skipped) or ``.json`` file (a
+  list of objects, or JSON lines), each with where it stands (``file:line`` or ``file: record i``).
+
+  Raises:
+    ValueError: an empty file, malformed JSON (file, line and column), a record that is not an object, or a
+      ``.json`` file holding a single object.
+  """
+  try:
+    text = path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  if not text.strip():  # datasets would raise a bare StopIteration
+    raise ValueError(f"{path}: the file is empty")
+  if path.suffix == ".json":
+    try:
+      whole = json.loads(text)
+    except json.JSONDecodeError as e:
+      if e.msg != "Extra data":  # "Extra data": a .json file of JSON lines, read below
+        raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    else:
+      if isinstance(whole, dict):
+        raise ValueError(f"{path}: holds one JSON object (keys {sorted(whole)[:6]}); expected a list of records "
+                         "or one record per line")
+      if not isinstance(whole, list):
+        raise ValueError(f"{path}: holds a JSON {type(whole).__name__}; expected a list of records")
+      records = [(f"{path}: record {i}", r) for i, r in enumerate(whole)]
+      for where, record in records:
+        if not isinstance(record, dict):
+          raise ValueError(f"{where} is a {type(record).__name__}, expected an object")
+      return records
+  records = []
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}:{number}: malformed JSON line ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+      raise ValueError(f"{path}:{number}: a JSON {type(record).__name__}, expected an object")
+    records.append((f"{path}:{number}", record))
+  return records
+
+
+def _rows_of(records: Sequence[tuple[str, dict]], resolved: Mapping[str, str | None]) -> list[dict[str, str]]:
+  """``{"instruction", "input", "output"}`` str dicts of ``(where, record)`` pairs (a missing or null value → "")."""
+  examples = []
+  for where, row in records:
+    example = {}
+    for field, column in resolved.items():
+      value = "" if column is None or row.get(column) is None else row[column]
+      if not isinstance(value, str):
+        raise TypeError(f"{where}: column {column!r} is {type(value).__name__}, expected str")
+      example[field] = value
+    examples.append(example)
+  return examples
+
+
 def load_instruction_data(source: str | os.PathLike, *, split: str = "train", columns: Mapping[str, str] | None = None,
                           cache_dir: str | os.PathLike | None = None) -> list[dict[str, str]]:
   """Instruction examples from ``"chatterbot"``, a local JSON/JSONL file, or a hub dataset id.
@@ -71,38 +132,33 @@ def load_instruction_data(source: str | os.PathLike, *, split: str = "train", co
 
   Raises:
     FileNotFoundError: a path-like ``source`` with a JSON suffix that does not exist.
-    ValueError: unknown column mapping, a missing column, or an empty data set.
-    TypeError: a value that is not a string (row and column named).
+    ValueError: an existing file of another type, a malformed file (:func:`read_records`: file and line named),
+      unknown column mapping, a missing column, or an empty data set.
+    TypeError: a value that is not a string (file and line, or row, and column named).
   """
   if str(source) == CHATTERBOT:
     return chatterbot_examples()
   if str(source) == WORDNET:
     return wordnet_examples()
-  import datasets  # lazy: heavy, and only needed here
-
   path = pathlib.Path(source)
   if path.suffix in _LOCAL_SUFFIXES:
     if not path.is_file():
       raise FileNotFoundError(f"instruction data file not found: {path}")
-    if not path.read_text(encoding="utf-8").strip():  # datasets would raise a bare StopIteration
+    records = read_records(path)
+    available = list(dict.fromkeys(k for _, record in records for k in record))
+    if not records:
       raise ValueError(f"{path}: the data set is empty")
-    data = datasets.load_dataset("json", data_files=str(path), split="train",
-                                 cache_dir=None if cache_dir is None else str(cache_dir))
-  else:
-    data = datasets.load_dataset(str(source), split=split, cache_dir=None if cache_dir is None else str(cache_dir))
+    return _rows_of(records, _resolve_columns(available, columns, path))
+  if path.exists():
+    raise ValueError(f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; expected "
+                     f"{' or '.join(_LOCAL_SUFFIXES)}")
+  import datasets  # lazy: heavy, and only needed for the hub
+
+  data = datasets.load_dataset(str(source), split=split, cache_dir=None if cache_dir is None else str(cache_dir))
   if len(data) == 0:
     raise ValueError(f"{source}: the data set is empty")
   resolved = _resolve_columns(data.column_names, columns, source)
-  examples = []
-  for row_index, row in enumerate(data):
-    example = {}
-    for field, column in resolved.items():
-      value = "" if column is None or row[column] is None else row[column]
-      if not isinstance(value, str):
-        raise TypeError(f"{source}: row {row_index} column {column!r} is {type(value).__name__}, expected str")
-      example[field] = value
-    examples.append(example)
-  return examples
+  return _rows_of([(f"{source}: row {i}", row) for i, row in enumerate(data)], resolved)
 
 
 def chatterbot_corpus_dir(language: str = "english") -> pathlib.Path:

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from jaxlens.data import TEMPLATES
 from jaxlens.run import config as rconfig
 from jaxlens.run.checkpoints import CheckpointError
+from jaxlens.run.checkpoints import NonFiniteError
 from jaxlens.run.config import ConfigError, opt
 from jaxlens.eval import generation as gen
 from jaxlens.eval import loading
@@ -272,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _write(evaluate_benchmarks(bench, sets, cfg), cfg)
   try:
     setup = loading.load_setup(cfg)
+  except NonFiniteError as e:  # a NaN model is bad input, not a scoring result
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   except (ValueError, FileNotFoundError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxlens import data, models
-from jaxlens.run import model_sources
+from jaxlens.run import checkpoints, model_sources
 from jaxlens.run.config import DataConfig, TrainConfig
 
 #: The ``students=`` path of the untrained, teacher-initialised student.
@@ -114,6 +114,17 @@ def generation_set(examples: Sequence[Mapping[str, str]], tokenizer, data_cfg: D
   return GenerationSet(tokenizer, prompts, refs, tokenizer.eos_id, tokenizer.pad_id)
 
 
+def check_finite(model: models.CausalLM, what: str) -> None:
+  """Raise :class:`~jaxlens.run.checkpoints.NonFiniteError` if ``model``'s parameters hold NaN or ±inf (a NaN
+  model would otherwise score as perfect under some divergences)."""
+  from flax import nnx
+  bad = checkpoints.array_digests(nnx.to_pure_dict(nnx.state(model, nnx.Param)))[1]
+  if bad:
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    raise checkpoints.NonFiniteError(f"{what} has NaN or inf parameters in {len(bad)} array(s): {shown}; refusing "
+                                     "to evaluate it")
+
+
 def _differences(a: TrainConfig, b: TrainConfig) -> list[str]:
   def shown(cfg, group):
     return json.dumps(dataclasses.asdict(getattr(cfg, group)), sort_keys=True)
@@ -133,7 +144,8 @@ def load_setup(cfg) -> EvalSetup:
   Raises:
     ValueError: if only ``baseline`` students are listed (a run folder is needed for the teacher, data and
       layer map), or the runs differ in teacher, student architecture or data.
-    jaxlens.run.checkpoints.CheckpointError: on a missing or unreadable run folder.
+    jaxlens.run.checkpoints.CheckpointError: on a missing, unreadable or corrupt run folder.
+    jaxlens.run.checkpoints.NonFiniteError: if the teacher or a student has NaN or ±inf parameters.
   """
   paths = cfg.student_paths()
   runs = {name: path for name, path in paths.items() if path != BASELINE}
@@ -159,6 +171,9 @@ def load_setup(cfg) -> EvalSetup:
       students[name] = loaded[name]
       pairs = infos[name].run["layer_pairs"]
     layer_pairs[name] = [tuple(map(int, pair)) for pair in pairs]
+  check_finite(teacher, f"the teacher ({reference.config.teacher.source})")
+  for name, model in students.items():
+    check_finite(model, f"student {name!r} ({paths[name]})")
   data_cfg = reference.config.data
   tokenizer = model_sources.load_run_tokenizer(data_cfg)
   examples = held_out_examples(data_cfg)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -128,6 +129,8 @@ class DataConfig:
 
   def validate(self) -> None:
     from jaxlens.data import TEMPLATES
+    _check(self.source in ("chatterbot", "wordnet") or self.source.endswith((".json", ".jsonl")),
+           f"data.source={self.source!r}: expected chatterbot, wordnet or a local .json / .jsonl file")
     _one_of("data.template", self.template, TEMPLATES)
     _check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
     _check(1 <= self.max_prompt_len < self.seq_len,
@@ -347,6 +350,10 @@ class TrainConfig:
   # --- checkpoints ---
   save_every: int = opt(0, "steps between checkpoints (0 = only at the end); SIGTERM always saves")
   keep_checkpoints: int = opt(2, "how many most recent checkpoints to keep")
+  max_nonfinite_steps: int = opt(3, "stop the run after this many consecutive steps with a non-finite loss or "
+                                 "gradients (such steps are never applied)")
+  resume_data_changed: bool = opt(False, "allow resuming a run whose data (contents or held-out split) differ "
+                                  "from the ones its checkpoint recorded")
   resume: str = opt("auto", "auto: continue from the latest checkpoint in out_dir | never: start fresh "
                     "(refuses an out_dir that already holds checkpoints)")
   # --- groups ---
@@ -364,7 +371,8 @@ class TrainConfig:
     Raises:
       ConfigError: naming the first invalid key and value.
     """
-    for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches", "keep_checkpoints"):
+    for key in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches", "keep_checkpoints",
+                "max_nonfinite_steps"):
       _check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}")
     for key in ("eval_every", "save_every"):
       _check(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
@@ -443,17 +451,20 @@ def _convert(key: str, kind: Any, raw: Any) -> Any:
       raise ConfigError(f"{key}: expected int, got {raw!r}")
     try:
       return int(raw) if not isinstance(raw, str) else int(raw, 10)
-    except ValueError:
+    except (TypeError, ValueError, OverflowError):
       raise ConfigError(f"{key}: expected int, got {raw!r}") from None
   if kind is float:
     if isinstance(raw, bool):
       raise ConfigError(f"{key}: expected float, got {raw!r}")
     try:
-      return float(raw)
+      value = float(raw)
     except (TypeError, ValueError):
       raise ConfigError(f"{key}: expected float, got {raw!r}") from None
+    if not math.isfinite(value):
+      raise ConfigError(f"{key}: expected a finite number, got {raw!r}")
+    return value
   if kind is str:
-    if isinstance(raw, (dict, list)):
+    if raw is None or isinstance(raw, (dict, list)):
       raise ConfigError(f"{key}: expected a string, got {raw!r}")
     return str(raw)
   raise TypeError(f"unsupported config field type {kind!r} for {key}")
@@ -489,8 +500,13 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     raise ConfigError(f"unknown preset {name!r}; known: {available_presets()}")
   if name in _seen:
     raise ConfigError(f"preset base cycle: {' -> '.join((*_seen, name))}")
-  with open(path) as f:
-    tree = yaml.safe_load(f) or {}
+  try:
+    with open(path) as f:
+      tree = yaml.safe_load(f) or {}
+  except yaml.YAMLError as e:
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else path
+    raise ConfigError(f"{where}: malformed YAML ({getattr(e, 'problem', None) or type(e).__name__})") from None
   if not isinstance(tree, Mapping):
     raise ConfigError(f"{path}: a preset must be a mapping, got {type(tree).__name__}")
   tree = dict(tree)

@@ -7,7 +7,10 @@ Examples::
   python train.py smollm2 fkl steps=200            # a baseline's loss (α = 0.5, forward KL) on the default models
   python train.py --help                           # every option with its default
 
-Errors in the configuration exit with status 2 and one ``error:`` line; an unusable checkpoint with status 1.
+Every user-input problem (configuration, data file, ``out_dir``, layer map, mesh, a resume on changed config or
+data) exits with status 2 and one ``error:`` line, before any work; a run with no usable checkpoint or one that
+diverged exits with status 1 and one ``error:`` line. SIGTERM or Ctrl-C saves a checkpoint and exits 0; a
+second Ctrl-C exits at once (status 130).
 """
 
 from __future__ import annotations
@@ -31,15 +34,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   except tconfig.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  from jaxlens.train.trainer import DivergedError
   from jaxlens.train.trainer import train
   try:
     result = train(cfg)
   except tconfig.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  except CheckpointError as e:
+  except (CheckpointError, DivergedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    print("error: interrupted (Ctrl-C): stopped at once, nothing saved since the last checkpoint", file=sys.stderr)
+    return 130
   report(result)
   return 0
 
@@ -49,18 +56,19 @@ def report(result) -> None:
   import jax
   if jax.process_index() != 0:
     return
-  status = "interrupted (SIGTERM) at" if result.interrupted else "finished at"
+  status = f"interrupted ({result.stop_reason}) at" if result.interrupted else "finished at"
   print(f"\ntraining {status} step {result.step}")
-  if result.first_loss is not None:
-    print(f"  train loss: first logged {result.first_loss:.4f} -> last logged {result.last_loss:.4f}")
+  from jaxlens.train.metrics import format_value as fmt
+  if result.first_loss is not None or result.last_loss is not None:
+    print(f"  train loss: first logged {fmt(result.first_loss)} -> last logged {fmt(result.last_loss)}")
   if result.eval_losses:
     steps = sorted(result.eval_losses)
-    print(f"  held-out loss: step {steps[0]} {result.eval_losses[steps[0]]:.4f} -> "
-          f"step {steps[-1]} {result.eval_losses[steps[-1]]:.4f}")
+    print(f"  held-out loss: step {steps[0]} {fmt(result.eval_losses[steps[0]])} -> "
+          f"step {steps[-1]} {fmt(result.eval_losses[steps[-1]])}")
   if len(result.eval_ce) > 1:
     steps = sorted(result.eval_ce)
-    print(f"  held-out CE (nats/token): step {steps[0]} {result.eval_ce[steps[0]]:.4f} -> "
-          f"step {steps[-1]} {result.eval_ce[steps[-1]]:.4f}")
+    print(f"  held-out CE (nats/token): step {steps[0]} {fmt(result.eval_ce[steps[0]])} -> "
+          f"step {steps[-1]} {fmt(result.eval_ce[steps[-1]])}")
   print(f"  checkpoint: {result.checkpoint}")
   print(f"  metrics:    {result.out_dir}/metrics.jsonl  (TensorBoard: {result.out_dir}/tensorboard)")
   print(f"  evaluate:   python eval.py students=init=baseline,student={result.out_dir} out={result.out_dir}/eval "

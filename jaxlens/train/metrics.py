@@ -47,11 +47,25 @@ class MetricsLogger:
     self._writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
 
   def _drop_records_after(self, step: int) -> None:
-    """On resume, forget records of steps after the checkpoint (a killed run logged them; they are redone)."""
+    """On resume, forget records of steps after the checkpoint (a killed run logged them; they are redone), and
+    drop unreadable lines (a torn last line of a killed run) with a notice naming them."""
     if not os.path.exists(self.path):
       return
+    kept, torn = [], []
     with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          torn.append(number)
+          continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+    if torn:
+      self.write(f"note: {self.path}: dropped {len(torn)} unreadable line(s) (line {', '.join(map(str, torn[:5]))}; "
+                 "a write cut short by a killed run)")
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
       f.writelines(kept)
@@ -91,6 +105,11 @@ class MetricsLogger:
       self._writer.close()
     if self._file is not None:
       self._file.close()
+
+
+def format_value(value: float | None) -> str:
+  """A logged value (None where it was not finite) as ``1.2345`` or ``nan``."""
+  return "nan" if value is None else f"{value:.4f}"
 
 
 def _finite_or_none(x: float) -> float | None:

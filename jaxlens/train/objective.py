@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlens import losses
+from jaxlens.run.config import ConfigError
 from jaxlens.run.config import LossConfig
 
 def resolve_layer_pairs(cfg: LossConfig, num_teacher_layers: int, num_student_layers: int,
@@ -53,24 +54,51 @@ def resolve_layer_pairs(cfg: LossConfig, num_teacher_layers: int, num_student_la
     num_teacher_layers, num_student_layers: the number of blocks L of each model (hidden-state indices are 0…L).
     student_blocks: the teacher block each student block was copied from (``None``: not built from the teacher).
 
+  A map with a repeated pair or the degenerate pair (0, 0) (both embedding outputs: no block on either side)
+  is refused, and so is a rule-made map of more pairs than either model has blocks (``num_lens_pairs=50`` on
+  a 3-block student); an explicit map may pair several teacher layers with one student layer.
+
   Raises:
-    ValueError: on an index outside ``[0, L]`` (naming it and L), lists of different lengths, or
-      ``layer_map=construction`` for a student not built from teacher blocks.
+    ConfigError (a ValueError): on an index outside ``[0, L]`` (naming it and L), lists of different lengths,
+      a rule-made map of more pairs than blocks, a repeated pair, the pair (0, 0), or ``layer_map=construction``
+      for a student not built from teacher blocks.
   """
   try:
     if cfg.teacher_layers:
-      return losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), num_teacher_layers,
-                             num_student_layers)
-    if cfg.layer_map == "construction":
+      layer_map = losses.LayerMap(tuple(cfg.teacher_layers), tuple(cfg.student_layers), num_teacher_layers,
+                                  num_student_layers)
+    elif cfg.layer_map == "construction":
       if student_blocks is None:
         raise ValueError("loss.layer_map=construction needs a student built from teacher blocks "
                          "(student.source=teacher_layers, or a run of one)")
-      return losses.construction_layer_map(student_blocks, num_teacher_layers, cfg.num_lens_pairs)
-    return losses.uniform_layer_map(num_teacher_layers, num_student_layers, cfg.num_lens_pairs)
+      layer_map = losses.construction_layer_map(student_blocks, num_teacher_layers, cfg.num_lens_pairs)
+    else:
+      layer_map = losses.uniform_layer_map(num_teacher_layers, num_student_layers, cfg.num_lens_pairs)
+    pairs = list(zip(layer_map.teacher_layers, layer_map.student_layers))
+    if not cfg.teacher_layers and len(pairs) > min(num_teacher_layers, num_student_layers):
+      raise ValueError(f"{len(pairs)} pairs are more than the {min(num_teacher_layers, num_student_layers)} blocks of the "
+                       f"{'student' if num_student_layers <= num_teacher_layers else 'teacher'}")
+    repeated = sorted({p for p in pairs if pairs.count(p) > 1})
+    if repeated:
+      raise ValueError(f"pairs {repeated[:5]} appear more than once")
+    if (0, 0) in pairs:
+      raise ValueError("the pair (0, 0) compares the two embedding outputs (no block on either side)")
   except ValueError as e:
-    raise ValueError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
-                     f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
-                     f"teacher {num_teacher_layers} blocks, student {num_student_layers} blocks): {e}") from None
+    hint = "" if cfg.teacher_layers else f"; use at most loss.num_lens_pairs={_most_pairs(num_teacher_layers, num_student_layers)}"
+    raise ConfigError(f"bad lens layer map (loss.teacher_layers={list(cfg.teacher_layers)}, "
+                      f"loss.student_layers={list(cfg.student_layers)}, loss.num_lens_pairs={cfg.num_lens_pairs}; "
+                      f"teacher {num_teacher_layers} blocks, student {num_student_layers} blocks): {e}{hint}") from None
+  return layer_map
+
+
+def _most_pairs(teacher_layers: int, student_layers: int) -> int:
+  """The largest n whose uniform map has n distinct pairs, none of them (0, 0)."""
+  for n in range(min(teacher_layers, student_layers), 0, -1):
+    m = losses.uniform_layer_map(teacher_layers, student_layers, n)
+    pairs = list(zip(m.teacher_layers, m.student_layers))
+    if len(set(pairs)) == n and (0, 0) not in pairs:  # n ≤ both block counts by the range
+      return n
+  return 1
 
 
 def divergence_kwargs(name: str, cfg: LossConfig) -> dict[str, Any]:
@@ -131,16 +159,34 @@ class Objective:
                             divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
                             implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True)
 
-  def head_weight_sums(self, teacher_logits, student_logits, mask) -> dict[str, jax.Array]:
+  def head_weight_sums(self, teacher_final, student_final, teacher_unembed, student_unembed, mask
+                       ) -> dict[str, jax.Array]:
     """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) at the output, as masked sums
-    (:func:`head_weight_histogram`); logged only, no gradient. ``[N, V]`` logits, ``[N]`` mask."""
-    # The sort-free head search (equal to the sorted one up to exact probability ties): no second vocabulary
-    # sort per step for a logged quantity.
-    weight = losses.adaptive_kl_head_weight(jax.lax.stop_gradient(teacher_logits),
-                                            jax.lax.stop_gradient(student_logits), mu=self.cfg.mu,
-                                            head_rule=self.cfg.head_rule, head_method="threshold",
-                                            temperature=self.cfg.temperature)
-    return head_weight_histogram(weight, mask)
+    (:func:`head_weight_histogram`); logged only, no gradient.
+
+    Computed one block of ``block_tokens`` tokens at a time (``lax.map``), so, like the loss kernels, it never
+    holds ``[N, V]`` logits. ``teacher_final [N, D_T]``, ``student_final [N, D_S]`` (final, normed hidden states),
+    the unembeddings ``[D, V]``, ``mask [N]``.
+    """
+    n = mask.shape[0]
+    block = min(self.cfg.block_tokens, n)
+    pad = -n % block
+    blocks = lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(  # noqa: E731
+        (n + pad) // block, block, *x.shape[1:])
+    teacher_unembed, student_unembed = jax.lax.stop_gradient((teacher_unembed, student_unembed))
+
+    def one_block(args):
+      t_h, s_h, m = args
+      # The sort-free head search (equal to the sorted one up to exact probability ties): no vocabulary sort
+      # per step for a logged quantity.
+      weight = losses.adaptive_kl_head_weight(t_h @ teacher_unembed, s_h @ student_unembed, mu=self.cfg.mu,
+                                              head_rule=self.cfg.head_rule, head_method="threshold",
+                                              temperature=self.cfg.temperature)
+      return head_weight_histogram(weight, m)
+
+    per_block = jax.lax.map(one_block, jax.lax.stop_gradient(
+        (blocks(teacher_final), blocks(student_final), blocks(mask))))
+    return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_block)
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
            teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
@@ -182,7 +228,7 @@ class Objective:
         out["output"] = out["output"] + self._pair_sums(t_final, s_final, teacher_unembed, student_unembed,
                                                         flat_mask, name)[0]
       if "adaptive_kl" in cfg.output_divergences():
-        out.update(self.head_weight_sums(t_final[0] @ teacher_unembed, s_final[0] @ student_unembed, flat_mask))
+        out.update(self.head_weight_sums(t_final[0], s_final[0], teacher_unembed, student_unembed, flat_mask))
 
     if self.uses_lens:
       p = self.pairs.num_pairs

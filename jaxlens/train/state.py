@@ -5,7 +5,10 @@
    state = {"params":    {"student": <nnx pure dict>, ["projection": [D_T, D_S] (feature-MSE only)]},
             "opt_state": <optax state of params>,
             "step":      int32 [],
-            "rng":       uint32 [2] (key data)}
+            "rng":       uint32 [2] (key data),
+            "guard":     {"skipped_steps", "nonfinite_streak", "max_nonfinite_streak"}: int32 []}
+
+(``guard``: the divergence guard's counters, :mod:`jaxlens.train.step`; never checkpointed.)
 
 This module is the one place that decides the training state's shardings: each model parameter by the model's
 logical axes (:func:`jaxlens.models.param_shardings`), each optimizer moment like the parameter it follows, and
@@ -30,6 +33,7 @@ from flax import nnx
 from jaxlens import models
 from jaxlens.parallel import mesh as pmesh
 from jaxlens.run.config import TrainConfig
+from jaxlens.train.step import initial_guard
 
 
 def _initial_params(cfg: TrainConfig, widths: tuple[int, int], student_params) -> dict:
@@ -44,9 +48,10 @@ def _initial_params(cfg: TrainConfig, widths: tuple[int, int], student_params) -
 
 
 def _initial_rest(cfg: TrainConfig, optimizer: optax.GradientTransformation, params) -> dict:
-  """The rest of the step-0 state: the optimizer state of ``params``, the step counter and the RNG key."""
+  """The rest of the step-0 state: the optimizer state of ``params``, the step counter, the RNG key and the
+  divergence-guard counters."""
   return {"opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
-          "rng": jax.random.key_data(jax.random.PRNGKey(cfg.seed))}
+          "rng": jax.random.key_data(jax.random.PRNGKey(cfg.seed)), "guard": initial_guard()}
 
 
 def state_shardings(state, student_shardings, optimizer: optax.GradientTransformation, mesh) -> dict:
@@ -65,7 +70,10 @@ def state_shardings(state, student_shardings, optimizer: optax.GradientTransform
   opt_state = optax.tree_utils.tree_map_params(optimizer, lambda _, sharding: sharding, state["opt_state"], params,
                                                transform_non_params=lambda _: replicated,
                                                is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-  return {"params": params, "opt_state": opt_state, "step": replicated, "rng": replicated}
+  out = {"params": params, "opt_state": opt_state, "step": replicated, "rng": replicated}
+  if "guard" in state:
+    out["guard"] = jax.tree.map(lambda _: replicated, state["guard"])
+  return out
 
 
 def _with_shardings(shapes, shardings):

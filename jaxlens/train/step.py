@@ -3,7 +3,15 @@
 The training state is a pytree of arrays::
 
   {"params": {"student": <nnx pure dict, fp32>, ["projection": [D_T, D_S]]},
-   "opt_state": <optax state>, "step": int32 [], "rng": uint32 [2]}
+   "opt_state": <optax state>, "step": int32 [], "rng": uint32 [2],
+   ["guard": {"skipped_steps", "nonfinite_streak", "max_nonfinite_streak"}: int32 []]}
+
+**Divergence guard** (like ``optax.apply_if_finite``, inside the step: no host synchronisation): an update is
+applied only if the loss, every gradient and the resulting parameters and optimizer state are finite;
+otherwise parameters and optimizer state stay as they were (``step`` and ``rng`` still advance: the batch is
+consumed). The optional ``guard`` counters (:func:`initial_guard`) count skipped steps, the current run of
+consecutive skipped steps and its maximum; they are returned as metrics, so the loop reads them only when it
+logs or saves and stops a run whose maximum reaches its limit.
 
 ``rng`` is the run's key (from ``seed``), advanced by ``fold_in`` every step and checkpointed, so a stochastic
 component (e.g. dropout) would resume exactly; the jaxlens models have no dropout, so nothing draws from it yet.
@@ -38,6 +46,24 @@ from flax import nnx
 from jaxlens.data import BATCH_KEYS
 from jaxlens.train.objective import Objective
 from jaxlens.train.objective import normalise
+
+GUARD_KEYS = ("skipped_steps", "nonfinite_streak", "max_nonfinite_streak")
+
+
+def initial_guard() -> dict[str, jax.Array]:
+  """Zeroed divergence-guard counters (the ``guard`` entry of the training state)."""
+  return {k: jnp.zeros((), jnp.int32) for k in GUARD_KEYS}
+
+
+def all_finite(tree) -> jax.Array:
+  """Whether every floating-point leaf of ``tree`` is free of NaN and ±inf (a scalar bool)."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+
+
+def guarded(ok: jax.Array, new, old):
+  """``new`` where ``ok`` else ``old``, leaf by leaf (an exact select: no arithmetic on either)."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +147,8 @@ def make_train_step(objective: Objective, student: ModelParts, teacher: ModelPar
   ``loss/lens``, ``loss/mse``, ``lens/pair_<i>`` (each pair's token-mean divergence), with AKL at the output
   ``akl/head_weight`` (mean per-token forward-KL weight) and ``akl/head_weight_hist_<k>`` (share of tokens
   with weight in [k/10, (k+1)/10)), ``grad_norm`` (before
-  clipping), ``lr`` (of this update), ``tokens`` (response tokens in the batch).
+  clipping), ``lr`` (of this update), ``tokens`` (response tokens in the batch); with a ``guard`` in the state,
+  its counters :data:`GUARD_KEYS` after this step. A non-finite update is not applied (module docstring).
   """
   def step(state, teacher_params, batch):
     grad_sums, sums = accumulate(objective, student, teacher, state["params"], teacher_params, batch, grad_accum)
@@ -129,11 +156,20 @@ def make_train_step(objective: Objective, student: ModelParts, teacher: ModelPar
     grads = jax.tree.map(lambda g: g / count, grad_sums)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+    ok = all_finite((sums["total"], grads, params, opt_state))
+    new_state = {"params": guarded(ok, params, state["params"]),
+                 "opt_state": guarded(ok, opt_state, state["opt_state"]), "step": state["step"] + 1,
                  "rng": jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 1))}
     metrics = metric_dict(normalise(sums))
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["lr"] = jnp.asarray(schedule(state["step"]), jnp.float32)
+    if "guard" in state:
+      guard = state["guard"]
+      streak = jnp.where(ok, 0, guard["nonfinite_streak"] + 1)
+      new_state["guard"] = {"skipped_steps": guard["skipped_steps"] + (~ok).astype(jnp.int32),
+                            "nonfinite_streak": streak,
+                            "max_nonfinite_streak": jnp.maximum(guard["max_nonfinite_streak"], streak)}
+      metrics.update(new_state["guard"])
     return new_state, metrics
   return step
 

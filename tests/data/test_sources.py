@@ -71,7 +71,7 @@ def test_load_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown fields"):
     load_instruction_data(path, columns={"question": "question_text"}, cache_dir=cache)
   path = _write_jsonl(tmp_path / "num.jsonl", [{"instruction": "x", "output": 5}])
-  with pytest.raises(TypeError, match="row 0 column 'output' is int"):
+  with pytest.raises(TypeError, match=r"num.jsonl:1: column 'output' is int"):
     load_instruction_data(path, cache_dir=cache)
 
 

@@ -30,9 +30,11 @@ CASES = {
                                     loss__lens_norm=True,
                                     loss__lens_divergence="skew_kl", loss__skew=0.3,
                                     loss__feature_mse_weight=0.5, loss__implementation="reference"),
-    # AKL-r output (swapped weights), reference implementation of the kernel, the reference code's lens-mask bug.
+    # AKL-r output (swapped weights), reference implementation of the kernel, the reference code's lens-mask bug;
+    # 40-token blocks, so the logged head weight is summed over ragged blocks (96 = 2 x 40 + 16 tokens).
     "llama-aklr-bugmask": dict(loss__alpha=1.0, loss__output_divergence="adaptive_kl", loss__head_rule="paper",
-                               loss__akl_swap=True, loss__implementation="reference", loss__reference_mask_bug=True),
+                               loss__akl_swap=True, loss__implementation="reference", loss__reference_mask_bug=True,
+                               loss__block_tokens=40),
 }
 
 

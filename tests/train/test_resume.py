@@ -122,16 +122,19 @@ def snapshot(folder):
           for d, _, files in os.walk(folder) for f in files}
 
 
-def test_corrupt_checkpoint_fails_naming_the_path_and_is_not_overwritten(tmp_path, reference):
+def test_corrupt_checkpoints_fail_naming_the_paths_and_are_not_overwritten(tmp_path, reference):
   out = tmp_path / "corrupt"
   shutil.copytree(reference, out)
-  step_dir = os.path.join(out, "checkpoints", str(STEPS))
-  data_files = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(step_dir, "params")) for f in files]
-  biggest = max(data_files, key=os.path.getsize)
-  with open(biggest, "r+b") as f:
-    f.truncate(os.path.getsize(biggest) // 2)
+  step_dirs = [os.path.join(out, "checkpoints", str(step)) for step in (STEPS - 4, STEPS)]
+  for step_dir in step_dirs:  # every checkpoint truncated: none passes verification (one alone is skipped)
+    data_files = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(step_dir, "params")) for f in files]
+    biggest = max(data_files, key=os.path.getsize)
+    with open(biggest, "r+b") as f:
+      f.truncate(os.path.getsize(biggest) // 2)
   before = snapshot(out / "checkpoints")
-  with pytest.raises(checkpoints.CheckpointError, match=f"checkpoint {step_dir} is unreadable"):
+  with pytest.raises(checkpoints.CheckpointError, match=f"no checkpoint passes verification: checkpoint "
+                                                        f"{step_dirs[1]} is unreadable.*checkpoint {step_dirs[0]} is "
+                                                        "unreadable.*nothing was written"):
     trainer.train(in_process_config(out, f"steps={STEPS}"))
   assert snapshot(out / "checkpoints") == before
 
