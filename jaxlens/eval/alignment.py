@@ -54,23 +54,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlens.losses import per_token
-from jaxlens.losses.head_set import _bisected_head_mask  # noqa: F401  (tests compare both paths of head_mask)
-from jaxlens.losses.head_set import HEAD_CANDIDATES  # noqa: F401  (re-exported)
 from jaxlens.losses.head_set import HEAD_RULES
 from jaxlens.losses.head_set import HeadRule
 from jaxlens.losses.head_set import head_mask
 
 #: The divergences reported per token, in report order (named like their :mod:`jaxlens.losses` functions).
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
-
-#: Report key of the output (final-layer logits) alignment.
-OUTPUT_KEY = "output"
-
-
-def lens_key(teacher_layer: int, student_layer: int) -> str:
-  """Report key of the lens pair (teacher hidden state ``teacher_layer``, student ``student_layer``)."""
-  return f"lens/T{teacher_layer}-S{student_layer}"
-
 
 @dataclasses.dataclass(frozen=True)
 class AlignmentConfig:

@@ -38,7 +38,8 @@ from jaxlens.run.config import ConfigError, opt
 from jaxlens.eval import generation as gen
 from jaxlens.eval import loading
 from jaxlens.eval import report as rp
-from jaxlens.eval.alignment import OUTPUT_KEY, AlignmentConfig, paired_difference
+from jaxlens.eval.alignment import AlignmentConfig, paired_difference
+from jaxlens.eval.keys import OUTPUT_KEY
 from jaxlens.eval.benchmarks import PROMPT_SOURCES, BenchmarkExample, prompt_texts, read_benchmarks
 from jaxlens.eval.sampling import sample_responses
 from jaxlens.eval.teacher_forced import evaluate_alignment

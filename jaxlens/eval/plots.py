@@ -18,8 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxlens.eval.alignment import OUTPUT_KEY  # noqa: E402
-from jaxlens.eval.keys import lens_keys  # noqa: E402
+from jaxlens.eval.keys import OUTPUT_KEY, lens_keys  # noqa: E402
 
 PROFILE_METRICS = ("forward_kl", "reverse_kl", "jsd", "top1_agreement")
 

@@ -27,8 +27,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from jaxlens.eval.alignment import OUTPUT_KEY
-from jaxlens.eval.keys import lens_keys
+from jaxlens.eval.keys import OUTPUT_KEY, lens_keys
 
 #: Output-alignment columns of the summary table, in order.
 SUMMARY_METRICS = ("forward_kl", "reverse_kl", "jsd", "tvd", "top1_agreement", "topk_overlap@5",

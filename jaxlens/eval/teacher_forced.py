@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlens.eval.alignment import (OUTPUT_KEY, AlignmentAccumulator, AlignmentConfig, accumulate_block,
-                                    lens_key, token_blocks)
+from jaxlens.eval.alignment import AlignmentAccumulator, AlignmentConfig, accumulate_block, token_blocks
+from jaxlens.eval.keys import OUTPUT_KEY, lens_key
 
 
 @nnx.jit

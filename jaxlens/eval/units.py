@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlens.eval.alignment import OUTPUT_KEY, AlignmentAccumulator, AlignmentConfig, lens_key, token_blocks, \
-    token_metrics
+from jaxlens.eval.alignment import AlignmentAccumulator, AlignmentConfig, token_blocks, token_metrics
 from jaxlens.eval.hierarchical import tercile_edges, tercile_of
+from jaxlens.eval.keys import OUTPUT_KEY, lens_key
 from jaxlens.eval.teacher_forced import hidden_states, lens_rows
 
 #: Output metrics kept per sequence (names of :func:`jaxlens.eval.alignment.token_metrics`).

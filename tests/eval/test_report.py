@@ -22,8 +22,8 @@ def _block(seed, cfg):
 def test_write_report(tmp_path):
   cfg = al.AlignmentConfig(block_tokens=8)
   report = {"config": {"seed": 0}, "students": {
-      name: {"alignment": {"output": _block(i, cfg), al.lens_key(2, 1): _block(i + 5, cfg),
-                           al.lens_key(10, 2): _block(i + 9, cfg)},
+      name: {"alignment": {"output": _block(i, cfg), keys.lens_key(2, 1): _block(i + 5, cfg),
+                           keys.lens_key(10, 2): _block(i + 9, cfg)},
              "generation": {"rougeL": {"mean": 20.0 + i, "std": 1.0, "per_seed": {10: 19.0 + i, 20: 21.0 + i}}}}
       for i, name in enumerate(["fkl", "distilllens"])}}
   report["paired"] = {"reference": "fkl", "students": {"distilllens": {

@@ -5,6 +5,7 @@ import pytest
 from flax import nnx
 
 from jaxlens.eval import alignment as al
+from jaxlens.eval import keys
 from jaxlens.eval.teacher_forced import evaluate_alignment
 from jaxlens.models import ModelConfig, build_model
 from test_alignment import numpy_metrics
@@ -63,7 +64,7 @@ def test_every_key_matches_numpy_on_the_models_own_projections(norm):
     return np.concatenate(rows).reshape(-1, V)
 
   for name, student in (("shallow", shallow), ("deep", deep)):
-    for key, t_index, s_index in [("output", None, None)] + [(al.lens_key(t, s), t, s) for t, s in pairs[name]]:
+    for key, t_index, s_index in [("output", None, None)] + [(keys.lens_key(t, s), t, s) for t, s in pairs[name]]:
       want = numpy_metrics(lens(teacher, t_index), lens(student, s_index), labels)
       for metric in ("forward_kl", "jsd", "tvd", "top1_agreement", "g_head", "g_tail", "student_ce", "teacher_ce"):
         np.testing.assert_allclose(res[name][key]["metrics"][metric]["mean"], np.sum(want[metric] * w) / w.sum(),
