@@ -11,6 +11,8 @@ The template is Markdown with ``{{ kind args }}`` fields, each replaced by a num
 ``{{diff ARM REF METRIC}}``         the paired difference ARM − REF at the output: ``−0.595 [−0.713, −0.448]``
 ``{{lensdiff ARM REF PAIR METRIC}}``  the same at one lens pair (``T4-S2``)
 ``{{tercdiff ARM REF K METRIC}}``   the same within teacher-entropy tercile K (0 = peaked teacher, 2 = flat)
+``{{pairedtable REF ARMS METRICS}}``  a table of paired differences arm − REF (comma-separated arms and metrics;
+                                    a metric ``Tt-Ss/M`` is taken at that lens pair, ``tK/M`` in tercile K)
 ``{{weights ARM}}``                 the per-seed mean AKL head weights the arm logged (``0.320, 0.322 and 0.333``)
 ``{{mixweights ARM}}``              the per-seed mixture weights the arm trained with
 ``{{seeds ARM}}``                   the number of training seeds present for the arm
@@ -25,7 +27,7 @@ The template is Markdown with ``{{ kind args }}`` fields, each replaced by a num
 ``{{edges}}``                       the teacher-entropy tercile edges, in nats
 ==================================  ==============================================================================
 
-A ``diff``/``lensdiff``/``tercdiff`` field refuses to render a comparison with fewer than
+A ``diff``/``lensdiff``/``tercdiff``/``pairedtable`` field refuses to render a comparison with fewer than
 :data:`MIN_SEEDS_STATED` training seeds on either side: prose states results only where the seeds support them.
 An optional last argument ``.N`` sets the decimals (default 3). An unknown field or a missing number is an error
 naming the field and its line.
@@ -114,6 +116,8 @@ class Renderer:
     if kind == "tercdiff" and len(args) == 4:
       block = self._paired(args[0], args[1])["terciles"].get(f"output/entropy_tercile_{args[2]}", {})
       return _interval(block.get(args[3]), digits, True)
+    if kind == "pairedtable" and len(args) == 3:
+      return self._paired_table(args[0], args[1].split(","), args[2].split(","), digits)
     if kind in ("weights", "mixweights") and len(args) == 1:
       values = (r["training"].get(args[0]) or {}).get("akl_head_weight" if kind == "weights" else "mix_weight")
       if not values:
@@ -144,6 +148,29 @@ class Renderer:
     if kind == "edges" and not args:
       return " and ".join(f"{e:.{min(digits, 2)}f}" for e in r["entropy_edges"])
     raise FindingsError(f"unknown field {{{{{text}}}}}")
+
+  def _paired_stat(self, arm: str, ref: str, metric: str) -> dict | None:
+    """One paired difference: ``METRIC`` at the output, ``Tt-Ss/METRIC`` at a lens pair, ``tK/METRIC`` in a
+    teacher-entropy tercile."""
+    paired = self._paired(arm, ref)
+    where, _, name = metric.rpartition("/")
+    if not where:
+      return paired["output"].get(name)
+    if re.fullmatch(r"t\d", where):
+      return paired["terciles"].get(f"output/entropy_tercile_{where[1:]}", {}).get(name)
+    return paired["lens"].get(f"lens/{where}", {}).get(name)
+
+  def _paired_table(self, ref: str, arms: list[str], metrics: list[str], digits: int) -> str:
+    lines = [f"| arm − `{ref}` | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for arm in arms:
+      cells = []
+      for metric in metrics:
+        try:
+          cells.append(_interval(self._paired_stat(arm, ref, metric), digits, True))
+        except FindingsError as e:
+          raise FindingsError(f"{arm} − {ref}, {metric}: {e}") from None
+      lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
   def _teacher_lens(self, states: list[int]) -> str:
     p = self.report["teacher_lens"]["profile"]

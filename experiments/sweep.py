@@ -49,7 +49,8 @@ from jaxlens.run import config as tconfig  # noqa: E402
 SCHEMA = 1
 SPECIAL_UNITS = ("init", "start")
 MATCH = re.compile(r"\{head_weight:([A-Za-z0-9_.\-]+)\}")
-#: Output metrics compared in the report (paired against the references), lens and tercile metrics.
+#: Output metrics compared in the report (paired against the references), lens and tercile metrics; the default
+#: references (a scale's ``references`` adds others).
 REPORT_OUTPUT = ("forward_kl", "reverse_kl", "jsd", "tvd", "top1_agreement", "g_head", "g_tail", "entropy_gap",
                  "student_ce")
 REPORT_LENS = ("jsd", "forward_kl", "top1_agreement")
@@ -72,7 +73,8 @@ def load_scale(scale: str) -> dict:
   Keys: ``description``, ``train`` (presets and overrides of every run), ``heal`` (added for the heal),
   ``seeds``, ``arms`` (names of methods.yaml, in run order), ``eval`` (``sequences``, ``batch_size``,
   ``block_tokens``, ``lens_norm``, ``num_bootstrap``), ``results`` (folder of units and report), ``unit_minutes``
-  and ``heal_minutes`` (first estimates).
+  and ``heal_minutes`` (first estimates), ``references`` (the arms every other arm is compared to, paired; default
+  ``fkl`` and ``mix_matched``).
 
   Raises:
     SweepError: on an unknown scale or a missing key.
@@ -87,6 +89,7 @@ def load_scale(scale: str) -> dict:
     raise SweepError(f"{path} lacks {sorted(missing)}")
   spec.setdefault("unit_minutes", 5.0)
   spec.setdefault("heal_minutes", 5.0)
+  spec.setdefault("references", list(REFERENCES))
   spec["name"] = scale
   return spec
 
@@ -112,6 +115,9 @@ def validate(spec: dict, methods: dict, arms: list[str]) -> None:
   unknown = [a for a in arms if a not in methods]
   if unknown:
     raise SweepError(f"unknown arm(s) {unknown} in scale {spec['name']!r}; known: {sorted(methods)}")
+  stray = [r for r in spec.get("references", ()) if r not in spec["arms"]]
+  if stray:
+    raise SweepError(f"references {stray} are not arms of scale {spec['name']!r}")
   for arm in arms:
     for m in MATCH.finditer(" ".join(map(str, methods[arm]))):
       if m.group(1) not in methods:
@@ -447,7 +453,7 @@ def aggregate(sweep: Sweep, num_bootstrap: int) -> dict:
         "akl_head_weight": [w for w in weights if w is not None] or None,
         "mix_weight": [float(re.search(r"loss\.mix_weight=([0-9.]+)", units[p]["command"] or "").group(1))
                        for p in present if re.search(r"loss\.mix_weight=([0-9.]+)", units[p]["command"] or "")] or None}
-  for ref in REFERENCES:
+  for ref in sweep.spec.get("references", REFERENCES):
     if ref not in report["output"]:
       continue
     block = {}

@@ -47,6 +47,8 @@ def test_every_scale_and_arm_resolves_and_bad_arms_fail_first(tmp_path, capsys):
     sweep.validate(spec, {"x": ["mix", "loss.mix_weight={head_weight:akl}"]}, ["x"])
   with pytest.raises(sweep.SweepError, match="unknown scale"):
     sweep.load_scale("nope")
+  with pytest.raises(sweep.SweepError, match=r"references \['rkl'\] are not arms of scale 'cpu-tiny'"):
+    sweep.validate({**spec, "references": ["fkl", "rkl"]}, methods, [str(a) for a in spec["arms"]])
   assert sweep.main(["--scale", "cpu-tiny", "--arms", "fkl,nope", "--work", str(tmp_path)]) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: --arms ['nope'] are not arms") and err.count("\n") == 1

@@ -53,6 +53,11 @@ def test_fields_render_the_report_numbers(tmp_path):
   assert body == ("CE 6.33 [6.13, 6.51]; RKL −0.595 [−0.713, −0.448]; TV 0.000 [−0.001, 0.001];"
                   " +0.010 [0.005, 0.016] −0.034 [−0.039, −0.029] w 0.320, 0.322 and 0.333;"
                   " `fkl`, `akl` / `rkl`; 2 of 3; 0.62 and 2.35; 29–58; 3.77; ln V 10.8\n")
+  assert r.field("pairedtable fkl akl reverse_kl,T4-S2/jsd,t2/g_tail .2").splitlines() == [
+      "| arm − `fkl` | reverse_kl | T4-S2/jsd | t2/g_tail |", "|---|---:|---:|---:|",
+      "| `akl` | −0.59 [−0.71, −0.45] | +0.01 [0.01, 0.02] | −0.03 [−0.04, −0.03] |"]
+  with pytest.raises(findings.FindingsError, match=r"rkl − fkl, tvd: 'rkl' has 1 training seed"):
+    r.field("pairedtable fkl akl,rkl tvd")
   table = r.field("inits")
   assert "| every3 | 3 | 14.49 [14.06, 14.98] |" in table and "| the teacher | all | 2.79 [2.60, 3.00] |" in table
   assert r.field("teacher_lens 1,2").splitlines()[2] == "| CE, raw `h_k W_U` | 29.4 | 58.3 |"
