@@ -18,6 +18,7 @@ The template is Markdown with ``{{ kind args }}`` fields, each replaced by a num
 ``{{seeds ARM}}``                   the number of training seeds present for the arm
 ``{{units present}}``               how many units are present (``{{units missing}}``: missing; ``planned``: both)
 ``{{arms stated}}``                 the arms with at least 3 seeds, as a list of code names (``unstated``: the rest)
+``{{sweeptime}}``                   how long the trained units took (training, evaluation, per unit)
 ``{{teacher_lens STATES}}``         the teacher's lens CE/entropy table at the comma-separated hidden states
 ``{{teacher_out METRIC}}``          the teacher's own output ``ce`` or ``entropy`` in the lens profile
 ``{{lensrange KEY}}``               min–max of the teacher's lens ``ce_raw``/``entropy_raw``/``ce_normed``/
@@ -128,6 +129,13 @@ class Renderer:
     if kind == "units" and args in (["present"], ["missing"], ["planned"]):
       n = {"present": len(r["units_present"]), "missing": len(r["units_missing"])}
       return str(n.get(args[0], len(r["units_present"]) + len(r["units_missing"])))
+    if kind == "sweeptime" and not args:
+      seconds = [(s["train"], s["eval"]) for arm, t in r["training"].items() if arm not in ("init", "start")
+                 for s in t["seconds"]]
+      per_unit = sorted(a + b for a, b in seconds)
+      return (f"{len(seconds)} trained units took {sum(a for a, _ in seconds) / 60:.0f} min of training and "
+              f"{sum(b for _, b in seconds) / 60:.0f} min of evaluation (median {per_unit[len(per_unit) // 2] / 60:.1f}"
+              f" min per unit, {per_unit[0] / 60:.1f}–{per_unit[-1] / 60:.1f})")
     if kind == "arms" and args in (["stated"], ["unstated"]):
       stated = args[0] == "stated"
       names = [a for a, s in r["seeds"].items() if (len(s) >= MIN_SEEDS_STATED) == stated]

@@ -26,7 +26,9 @@ def _results(tmp_path, fkl_seeds=(0, 1, 2)):
                                        "terciles": {"output/entropy_tercile_2": {"g_tail": _stat(-0.034, -0.039,
                                                                                                  -0.029)}}},
                                "rkl": {"output": {"tvd": _stat(0.1, 0.0, 0.2, seeds=1)}}}},
-            "training": {"akl": {"akl_head_weight": [0.31955, 0.32239, 0.33329]}},
+            "training": {"akl": {"akl_head_weight": [0.31955, 0.32239, 0.33329],
+                                 "seconds": [{"train": 120.0, "eval": 60.0}, {"train": 240.0, "eval": 60.0}]},
+                         "init": {"seconds": [{"train": 1.0, "eval": 999.0}]}},
             "entropy_edges": [0.617, 2.3518],
             "teacher_lens": {"profile": {"layers": [0, 1, 2, 3], "ce_raw": [11.0, 29.4, 58.3, 3.77],
                                          "entropy_raw": [8.0, 1.44, 0.65, 2.95],
@@ -58,6 +60,8 @@ def test_fields_render_the_report_numbers(tmp_path):
       "| `akl` | −0.59 [−0.71, −0.45] | +0.01 [0.01, 0.02] | −0.03 [−0.04, −0.03] |"]
   with pytest.raises(findings.FindingsError, match=r"rkl − fkl, tvd: 'rkl' has 1 training seed"):
     r.field("pairedtable fkl akl,rkl tvd")
+  assert r.field("sweeptime") == ("2 trained units took 6 min of training and 2 min of evaluation (median 5.0 min "
+                                  "per unit, 3.0–5.0)")
   table = r.field("inits")
   assert "| every3 | 3 | 14.49 [14.06, 14.98] |" in table and "| the teacher | all | 2.79 [2.60, 3.00] |" in table
   assert r.field("teacher_lens 1,2").splitlines()[2] == "| CE, raw `h_k W_U` | 29.4 | 58.3 |"
