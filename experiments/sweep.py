@@ -107,10 +107,11 @@ def train_args(spec: dict, arm_args, extra: list[str]) -> list[str]:
 
 
 def validate(spec: dict, methods: dict, arms: list[str]) -> None:
-  """Every arm exists and every command line resolves (presets, keys, values), before anything runs.
+  """Every arm exists, every command line resolves (presets, keys, values), and no two arms resolve to the same
+  training config, before anything runs.
 
   Raises:
-    SweepError: naming the first unknown arm or invalid command line.
+    SweepError: naming the first unknown arm, invalid command line or pair of identical arms.
   """
   unknown = [a for a in arms if a not in methods]
   if unknown:
@@ -118,15 +119,22 @@ def validate(spec: dict, methods: dict, arms: list[str]) -> None:
   stray = [r for r in spec.get("references", ()) if r not in spec["arms"]]
   if stray:
     raise SweepError(f"references {stray} are not arms of scale {spec['name']!r}")
+  resolved = {}
   for arm in arms:
     for m in MATCH.finditer(" ".join(map(str, methods[arm]))):
       if m.group(1) not in methods:
         raise SweepError(f"arm {arm!r} matches the head weight of unknown arm {m.group(1)!r}")
     args = [MATCH.sub("0.5", str(a)) for a in methods[arm]]
     try:
-      tconfig.resolve(train_args(spec, args, ["student.source=run", "student.path=heal", "out_dir=x"]))
+      cfg = tconfig.resolve(train_args(spec, args, ["student.source=run", "student.path=heal", "out_dir=x"]))
     except tconfig.ConfigError as e:
       raise SweepError(f"arm {arm!r}: {e}") from None
+    if args != [str(a) for a in methods[arm]]:
+      continue  # a matched weight is only known from training; its arm is not compared here
+    twin = next((other for other, c in resolved.items() if c == cfg), None)
+    if twin is not None:  # e.g. a model preset's setting leaking into an arm that meant to differ
+      raise SweepError(f"arms {twin!r} and {arm!r} resolve to the same training config in scale {spec['name']!r}")
+    resolved[arm] = cfg
   try:
     tconfig.resolve(train_args(spec, spec["heal"], ["out_dir=x"]))
   except tconfig.ConfigError as e:

@@ -45,6 +45,8 @@ def test_every_scale_and_arm_resolves_and_bad_arms_fail_first(tmp_path, capsys):
     sweep.validate(spec, {"x": ["mix", "loss.mixweight=0.3"]}, ["x"])
   with pytest.raises(sweep.SweepError, match="matches the head weight of unknown arm 'akl'"):
     sweep.validate(spec, {"x": ["mix", "loss.mix_weight={head_weight:akl}"]}, ["x"])
+  with pytest.raises(sweep.SweepError, match="arms 'a' and 'b' resolve to the same training config"):
+    sweep.validate(spec, {"a": ["fkl"], "b": ["fkl", "loss.alpha=0.5"]}, ["a", "b"])
   with pytest.raises(sweep.SweepError, match="unknown scale"):
     sweep.load_scale("nope")
   with pytest.raises(sweep.SweepError, match=r"references \['rkl'\] are not arms of scale 'cpu-tiny'"):
