@@ -30,6 +30,10 @@ Any divergence of the family works through one code path: the kernel calls it wi
 tile (teacher stop-gradient, float32 softmaxes and −inf handling are the divergence's own). The exception is a
 divergence that couples tokens — ``tad`` normalises by the mean teacher tail mass over all tokens — which the tiled
 implementation refuses (``implementation="reference"`` computes it over each pair's N tokens).
+
+Quantities to *log* about the same logits (e.g. AKL's per-token head weight) ride in the same sweep:
+``token_statistics`` maps the tile's ``(teacher_logits, student_logits)`` to per-token values, and the kernel
+returns their masked sums Σ_t m_t x_it per pair, stop-gradient, without a second pass over the vocabulary.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from jaxlens.losses.divergences import get_divergence
 Reduction = Literal["mean", "sum", "per_pair"]
 Implementation = Literal["tiled", "reference"]
 PerTokenDivergence = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+#: ``(teacher_logits [b, V], student_logits [b, V]) -> {name: [b] per-token value}``, logged, never differentiated.
+TokenStatistics = Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
 
 _REDUCTIONS = ("mean", "sum", "per_pair")
 _IMPLEMENTATIONS = ("tiled", "reference")
@@ -187,8 +193,20 @@ def pair_coefficients(layer_weights, mask, num_pairs, reduction, token_axis_name
   return weights, count
 
 
+def masked_statistic_sums(token_statistics: TokenStatistics | None, teacher_logits, student_logits, mask
+                          ) -> dict[str, jax.Array]:
+  """``{name: Σ_t m_t x_t}`` over the last token axis of ``token_statistics(teacher_logits, student_logits)``,
+  stop-gradient; masked tokens contribute exactly 0 whatever their value (NaN included). ``{}`` for ``None``."""
+  if token_statistics is None:
+    return {}
+  values = token_statistics(lax.stop_gradient(teacher_logits), lax.stop_gradient(student_logits))
+  return {name: jnp.sum(jnp.where(mask != 0, mask * value.astype(jnp.float32), 0.0), axis=-1)
+          for name, value in values.items()}
+
+
 def reference_pair_sums(per_token: PerTokenDivergence, teacher_hidden, student_hidden, teacher_unembed,
-                        student_unembed, mask, compute_dtype=None) -> jax.Array:
+                        student_unembed, mask, compute_dtype=None, token_statistics: TokenStatistics | None = None
+                        ) -> tuple[jax.Array, dict[str, jax.Array]]:
   r"""The oracle: S_i = Σ_t m_t D(h^T_{it} W_T, h^S_{it} W_S) with all ``[P, N, V]`` logits materialised.
 
   Args:
@@ -196,9 +214,11 @@ def reference_pair_sums(per_token: PerTokenDivergence, teacher_hidden, student_h
     teacher_hidden: ``[P, N, Dt]``. student_hidden: ``[P, N, Ds]``.
     teacher_unembed: ``[Dt, V]``. student_unembed: ``[Ds, V]``. mask: ``[N]`` float32.
     compute_dtype: matmul input dtype (float32 accumulation); ``None`` keeps the inputs' dtype.
+    token_statistics: per-token values to sum (:data:`TokenStatistics`), or ``None``.
 
   Returns:
-    ``[P]`` float32 per-pair masked sums; differentiable in the student inputs only.
+    ``(S, stats)``: ``[P]`` float32 per-pair masked sums, differentiable in the student inputs only, and
+    ``{name: [P]}`` masked sums of the statistics (stop-gradient; ``{}`` without statistics).
   """
   def logits(h, w):
     dtype = compute_dtype or jnp.result_type(h, w)
@@ -208,7 +228,8 @@ def reference_pair_sums(per_token: PerTokenDivergence, teacher_hidden, student_h
   teacher_logits = lax.stop_gradient(logits(jnp.where(valid, teacher_hidden, 0), teacher_unembed))
   student_logits = logits(jnp.where(valid, student_hidden, 0), student_unembed)
   pair_mask = jnp.broadcast_to(mask, student_logits.shape[:2])
-  return jnp.sum(per_token(teacher_logits, student_logits, pair_mask), axis=-1)
+  stats = masked_statistic_sums(token_statistics, teacher_logits, student_logits, pair_mask)
+  return jnp.sum(per_token(teacher_logits, student_logits, pair_mask), axis=-1), stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +242,8 @@ class TiledSpec:
     tile: the :class:`TileConfig`.
     vocab_axis_name: mesh axis the vocabulary columns are sharded over (inside ``shard_map``), or ``None``.
     token_axis_name: mesh axis the tokens are sharded over (inside ``shard_map``), or ``None``.
+    token_statistics: per-token values summed in the same sweep (:data:`TokenStatistics`), or ``None``; they
+      see the tile's full-vocabulary logits, so they are refused with ``vocab_axis_name``.
   """
 
   per_token: PerTokenDivergence
@@ -228,6 +251,12 @@ class TiledSpec:
   tile: TileConfig
   vocab_axis_name: str | None = None
   token_axis_name: str | None = None
+  token_statistics: TokenStatistics | None = None
+
+  def __post_init__(self):
+    if self.token_statistics is not None and self.vocab_axis_name is not None:
+      raise ValueError("token_statistics need each token's whole vocabulary; they are not supported with a "
+                       "vocabulary-sharded sweep (vocab_axis_name)")
 
 
 def _valid_columns(spec: TiledSpec, local_vocab: int) -> jax.Array | None:
@@ -247,7 +276,8 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
   """One pass over (pair, token block) tiles: the per-pair sums and, if ``with_grads``, the student gradients.
 
   Returns:
-    ``(loss, pair_sums)`` or ``(loss, pair_sums, d_student_hidden, d_student_unembed)`` where loss = Σ_i c_i S_i and
+    ``(loss, pair_sums, stats)`` or ``(loss, pair_sums, stats, d_student_hidden, d_student_unembed)`` where
+    loss = Σ_i c_i S_i, ``stats`` are the ``[P]`` masked sums of ``spec.token_statistics`` (``{}`` without), and
     the gradients are those of ``loss`` (float32, ``[P, N, Ds]`` and ``[Ds, V_local]``).
   """
   num_pairs, num_tokens, teacher_dim = teacher_hidden.shape
@@ -287,14 +317,15 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
     def block_divergence(logits):
       return spec.per_token(t_logits, exclude_padding(logits), m_block)
 
+    stats = masked_statistic_sums(spec.token_statistics, t_logits, exclude_padding(s_logits), m_block)
     if not with_grads:
-      return d_unembed, (jnp.sum(block_divergence(s_logits)),)
+      return d_unembed, (jnp.sum(block_divergence(s_logits)), stats)
     values, vjp = jax.vjp(block_divergence, s_logits)
     (d_logits,) = vjp(jnp.full_like(values, coeff))  # dL/dz_S of this tile: the loss is Σ c·values
     d_logits = d_logits.astype(student_dtype)
     d_block = jnp.matmul(d_logits, student_w.T, preferred_element_type=jnp.float32)
     d_unembed = d_unembed + jnp.matmul(s_block.T, d_logits, preferred_element_type=jnp.float32)
-    return d_unembed, (jnp.sum(values), d_block)
+    return d_unembed, (jnp.sum(values), stats, d_block)
 
   d_unembed0 = None
   if with_grads:
@@ -304,23 +335,24 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
       d_unembed0 = lax.pcast(d_unembed0, sharded_axes, to="varying")
   d_unembed, outputs = lax.scan(step, d_unembed0, xs)
   pair_sums = outputs[0].reshape(num_pairs, num_blocks).sum(axis=1)
+  stats = {name: x.reshape(num_pairs, num_blocks).sum(axis=1) for name, x in outputs[1].items()}
   if spec.token_axis_name is not None:
-    pair_sums = lax.psum(pair_sums, spec.token_axis_name)
+    pair_sums, stats = lax.psum((pair_sums, stats), spec.token_axis_name)
   loss = jnp.dot(coeffs, pair_sums)
   if not with_grads:
-    return loss, pair_sums
-  d_hidden = outputs[1].reshape(num_pairs, num_blocks * block, student_dim)[:, :num_tokens]
+    return loss, pair_sums, stats
+  d_hidden = outputs[2].reshape(num_pairs, num_blocks * block, student_dim)[:, :num_tokens]
   if spec.vocab_axis_name is not None:
     d_hidden = lax.psum(d_hidden, spec.vocab_axis_name)
   if spec.token_axis_name is not None:
     d_unembed = lax.psum(d_unembed, spec.token_axis_name)
-  return loss, pair_sums, d_hidden, d_unembed
+  return loss, pair_sums, stats, d_hidden, d_unembed
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def tiled_lens_sums(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed,
                     mask):
-  r"""Tiled ``(Σ_i c_i S_i, S)`` with S_i = Σ_t m_t D(h^T_{it} W_T, h^S_{it} W_S); one ``jax.custom_vjp``.
+  r"""Tiled ``(Σ_i c_i S_i, S, stats)`` with S_i = Σ_t m_t D(h^T_{it} W_T, h^S_{it} W_S); one ``jax.custom_vjp``.
 
   Args:
     spec: static :class:`TiledSpec`.
@@ -330,8 +362,9 @@ def tiled_lens_sums(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, tea
     mask: ``[N]`` float32.
 
   Returns:
-    ``(loss, pair_sums)``: scalar float32 and ``[P]`` float32. Only ``loss`` is differentiable, in ``coeffs``,
-    ``student_hidden`` and ``student_unembed``; teacher inputs and ``mask`` get zero gradient.
+    ``(loss, pair_sums, stats)``: scalar float32, ``[P]`` float32 and ``{name: [P]}`` masked sums of
+    ``spec.token_statistics``. Only ``loss`` is differentiable, in ``coeffs``, ``student_hidden`` and
+    ``student_unembed``; teacher inputs and ``mask`` get zero gradient.
   """
   return _tiled_sweep(spec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask,
                       with_grads=False)
@@ -340,17 +373,19 @@ def tiled_lens_sums(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, tea
 def _tiled_lens_sums_fwd(spec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask):
   args = [a.value for a in (coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask)]
   if not (student_hidden.perturbed or student_unembed.perturbed):
-    loss, pair_sums = _tiled_sweep(spec, *args, with_grads=False)
-    return (loss, pair_sums), (pair_sums, None, None)
-  loss, pair_sums, d_hidden, d_unembed = _tiled_sweep(spec, *args, with_grads=True)
+    loss, pair_sums, stats = _tiled_sweep(spec, *args, with_grads=False)
+    return (loss, pair_sums, stats), (pair_sums, None, None)
+  loss, pair_sums, stats, d_hidden, d_unembed = _tiled_sweep(spec, *args, with_grads=True)
   residuals = (pair_sums, d_hidden.astype(args[2].dtype), d_unembed.astype(args[4].dtype))
-  return (loss, pair_sums), residuals
+  return (loss, pair_sums, stats), residuals
 
 
 def _tiled_lens_sums_bwd(spec, residuals, cotangents):
   del spec
   pair_sums, d_hidden, d_unembed = residuals
-  d_loss, d_pair_sums = cotangents
+  d_loss, d_pair_sums, d_stats = cotangents
+  if not all(isinstance(d, SymbolicZero) for d in jax.tree.leaves(d_stats)):
+    raise ValueError("token statistics are logged, not differentiated")
   if not isinstance(d_pair_sums, SymbolicZero):
     raise ValueError("the tiled lens kernel's per-pair sums (reduction='per_pair') are not differentiable; "
                      "differentiate reduction='mean' or 'sum', or use implementation='reference'")
@@ -380,7 +415,8 @@ def lens_loss(
     implementation: Implementation = "tiled",
     tile: TileConfig = TileConfig(),
     return_pair_sums: bool = False,
-) -> jax.Array | tuple[jax.Array, jax.Array]:
+    token_statistics: TokenStatistics | None = None,
+) -> jax.Array | tuple:
   r"""Logit-lens distillation loss over P layer pairs (the output KD term is the same call with P = 1).
 
   .. math::
@@ -414,9 +450,13 @@ def lens_loss(
     tile: static :class:`TileConfig` (block size, vocabulary padding, matmul compute dtype).
     return_pair_sums: also return the ``[P]`` float32 per-pair sums S_i of the same sweep (stop-gradient), e.g.
       to log every pair while differentiating one call over all P pairs.
+    token_statistics: a function ``(teacher_logits [b, V], student_logits [b, V]) -> {name: [b]}`` of per-token
+      values to log; the same sweep also returns their masked sums ``{name: [P]}`` = Σ_t m_t x_it (stop-gradient,
+      no second pass over the vocabulary). It sees the divergence's logits before any temperature.
 
   Returns:
-    float32 scalar, or ``[P]`` for ``"per_pair"``; with ``return_pair_sums``, ``(that, S)``.
+    float32 scalar, or ``[P]`` for ``"per_pair"``; with ``return_pair_sums``, ``(that, S)``; with
+    ``token_statistics``, the statistics' sums appended as the last element of the tuple.
 
   Raises:
     ValueError: on P or N mismatch between the hidden states, vocabulary mismatch between the unembeddings, a
@@ -447,14 +487,17 @@ def lens_loss(
   per_token = per_token_divergence(divergence, divergence_kwargs, tiled=implementation == "tiled")
   coeffs, count = pair_coefficients(layer_weights, mask, num_pairs, reduction)
   if implementation == "reference":
-    pair_sums = reference_pair_sums(per_token, teacher_hidden, student_hidden, teacher_unembed, student_unembed,
-                                    mask, tile.compute_dtype)
+    pair_sums, stats = reference_pair_sums(per_token, teacher_hidden, student_hidden, teacher_unembed,
+                                           student_unembed, mask, tile.compute_dtype, token_statistics)
     loss = jnp.dot(coeffs, pair_sums)
   else:
-    spec = TiledSpec(per_token=per_token, vocab_size=vocab_size, tile=tile)
-    loss, pair_sums = tiled_lens_sums(spec, coeffs, teacher_hidden, student_hidden,
-                                      pad_vocab(teacher_unembed, tile.vocab_multiple),
-                                      pad_vocab(student_unembed, tile.vocab_multiple), mask)
+    spec = TiledSpec(per_token=per_token, vocab_size=vocab_size, tile=tile, token_statistics=token_statistics)
+    loss, pair_sums, stats = tiled_lens_sums(spec, coeffs, teacher_hidden, student_hidden,
+                                             pad_vocab(teacher_unembed, tile.vocab_multiple),
+                                             pad_vocab(student_unembed, tile.vocab_multiple), mask)
   if reduction == "per_pair":
     loss = pair_sums / jnp.maximum(count, 1.0)
-  return (loss, lax.stop_gradient(pair_sums)) if return_pair_sums else loss
+  out = (loss, lax.stop_gradient(pair_sums)) if return_pair_sums else (loss,)
+  if token_statistics is not None:
+    out = (*out, lax.stop_gradient(stats))
+  return out if len(out) > 1 else loss

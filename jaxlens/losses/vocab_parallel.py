@@ -101,7 +101,7 @@ def vocab_parallel_lens_loss(
 
   def shard_loss(t_hidden, s_hidden, t_unembed, s_unembed, shard_mask, pair_weights):
     coeffs, count = pair_coefficients(pair_weights, shard_mask, num_pairs, reduction, token_axis)
-    loss, pair_sums = tiled_lens_sums(spec, coeffs, t_hidden, s_hidden, t_unembed, s_unembed, shard_mask)
+    loss, pair_sums, _ = tiled_lens_sums(spec, coeffs, t_hidden, s_hidden, t_unembed, s_unembed, shard_mask)
     return pair_sums / jnp.maximum(count, 1.0) if reduction == "per_pair" else loss
 
   hidden_spec = PartitionSpec(None, token_axis, None)

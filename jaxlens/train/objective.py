@@ -152,41 +152,26 @@ class Objective:
   def tile(self) -> losses.TileConfig:
     return losses.TileConfig(block_tokens=self.cfg.block_tokens)
 
-  def _pair_sums(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence):
+  def _pair_sums(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence, token_statistics=None):
     """``(Σ_i S_i, S)`` with S_i = Σ_t m_t D(h^T_it W_T, h^S_it W_S) over ``[P, N, D]`` hidden states: one kernel
-    sweep for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through Σ_i S_i."""
+    sweep for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through Σ_i S_i;
+    with ``token_statistics``, their masked sums ``{name: [P]}`` from the same sweep are appended."""
     return losses.lens_loss(t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence=divergence,
                             divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
-                            implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True)
+                            implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True,
+                            token_statistics=token_statistics)
 
-  def head_weight_sums(self, teacher_final, student_final, teacher_unembed, student_unembed, mask
-                       ) -> dict[str, jax.Array]:
-    """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) at the output, as masked sums
-    (:func:`head_weight_histogram`); logged only, no gradient.
+  def head_weight_statistics(self, teacher_logits, student_logits) -> dict[str, jax.Array]:
+    """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) and its bin indicators
+    (:func:`head_weight_histogram`), from the output kernel's own logits tile; logged only, no gradient.
 
-    Computed one block of ``block_tokens`` tokens at a time (``lax.map``), so, like the loss kernels, it never
-    holds ``[N, V]`` logits. ``teacher_final [N, D_T]``, ``student_final [N, D_S]`` (final, normed hidden states),
-    the unembeddings ``[D, V]``, ``mask [N]``.
+    Computed inside the AKL output term's kernel sweep (``token_statistics``) with the loss's own head search and
+    hyper-parameters, so it is exactly the weight the loss applies, it never holds ``[N, V]`` logits, and XLA
+    shares its work with the loss's (the same operations on the same logits tile).
     """
-    n = mask.shape[0]
-    block = min(self.cfg.block_tokens, n)
-    pad = -n % block
-    blocks = lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(  # noqa: E731
-        (n + pad) // block, block, *x.shape[1:])
-    teacher_unembed, student_unembed = jax.lax.stop_gradient((teacher_unembed, student_unembed))
-
-    def one_block(args):
-      t_h, s_h, m = args
-      # The sort-free head search (equal to the sorted one up to exact probability ties): no vocabulary sort
-      # per step for a logged quantity.
-      weight = losses.adaptive_kl_head_weight(t_h @ teacher_unembed, s_h @ student_unembed, mu=self.cfg.mu,
-                                              head_rule=self.cfg.head_rule, head_method="threshold",
-                                              temperature=self.cfg.temperature)
-      return head_weight_histogram(weight, m)
-
-    per_block = jax.lax.map(one_block, jax.lax.stop_gradient(
-        (blocks(teacher_final), blocks(student_final), blocks(mask))))
-    return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_block)
+    weight = losses.adaptive_kl_head_weight(teacher_logits, student_logits, mu=self.cfg.mu,
+                                            head_rule=self.cfg.head_rule, temperature=self.cfg.temperature)
+    return head_weight_histogram(weight)
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
            teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
@@ -225,10 +210,11 @@ class Objective:
     if cfg.alpha > 0.0:
       t_final, s_final = flat(teacher_hidden[-1])[None], flat(student_hidden[-1])[None]
       for name in cfg.output_divergences():
-        out["output"] = out["output"] + self._pair_sums(t_final, s_final, teacher_unembed, student_unembed,
-                                                        flat_mask, name)[0]
-      if "adaptive_kl" in cfg.output_divergences():
-        out.update(self.head_weight_sums(t_final[0], s_final[0], teacher_unembed, student_unembed, flat_mask))
+        logs_weight = name == "adaptive_kl"  # AKL's head weight rides in its own sweep (head_weight_statistics)
+        total, _, *stats = self._pair_sums(t_final, s_final, teacher_unembed, student_unembed, flat_mask, name,
+                                           self.head_weight_statistics if logs_weight else None)
+        out["output"] = out["output"] + total
+        out.update({key: value[0] for key, value in (stats[0] if stats else {}).items()})
 
     if self.uses_lens:
       p = self.pairs.num_pairs
@@ -265,16 +251,17 @@ class Objective:
 HEAD_WEIGHT_BINS = 10
 
 
-def head_weight_histogram(weight: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-  """Σ m·w and the masked counts of w in ``HEAD_WEIGHT_BINS`` equal bins of [0, 1] (w = 1 in the last).
+def head_weight_histogram(weight: jax.Array) -> dict[str, jax.Array]:
+  """Per token: w itself and the indicators of w's bin among ``HEAD_WEIGHT_BINS`` equal bins of [0, 1] (w = 1 in
+  the last).
 
-  Keys ``akl_head_weight`` and ``akl_head_weight_bin_<k>``; as token means (:func:`normalise`) they are the
-  mean head weight and the share of tokens per bin.
+  Keys ``akl_head_weight`` and ``akl_head_weight_bin_<k>``; their masked sums as token means (:func:`normalise`)
+  are the mean head weight and the share of tokens per bin.
   """
   bins = jnp.clip(jnp.floor(weight * HEAD_WEIGHT_BINS), 0, HEAD_WEIGHT_BINS - 1).astype(jnp.int32)
-  out = {"akl_head_weight": jnp.sum(mask * weight)}
+  out = {"akl_head_weight": weight}
   for k in range(HEAD_WEIGHT_BINS):
-    out[f"akl_head_weight_bin_{k}"] = jnp.sum(jnp.where(bins == k, mask, 0.0))
+    out[f"akl_head_weight_bin_{k}"] = (bins == k).astype(jnp.float32)
   return out
 
 

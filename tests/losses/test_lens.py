@@ -206,6 +206,59 @@ def test_tiled_per_pair_is_not_differentiable():
     jax.jit(jax.grad(loss))(inputs[1])  # raised while tracing the backward
 
 
+def _statistics(teacher_logits, student_logits):
+  """Per-token values that need the whole vocabulary: the teacher's entropy and the student's top-1 match."""
+  log_p = jax.nn.log_softmax(teacher_logits, axis=-1)
+  entropy = -jnp.sum(jnp.where(jnp.isfinite(log_p), jnp.exp(log_p) * log_p, 0.0), axis=-1)
+  agree = jnp.argmax(teacher_logits, -1) == jnp.argmax(student_logits, -1)
+  return {"entropy": entropy, "top1": agree.astype(jnp.float32)}
+
+
+def test_token_statistics_ride_in_the_same_sweep():
+  """The tiled sweep's statistic sums equal the materialised ones, masked tokens (NaN rows included) count 0,
+  and carrying statistics changes neither the loss nor its gradients."""
+  teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask = make_inputs(2)
+  student_hidden = student_hidden.at[:, ~np.asarray(mask)].set(jnp.nan)  # masked rows hold NaN
+  t_logits = np.einsum("pnd,dv->pnv", np.asarray(teacher_hidden, np.float64), np.asarray(teacher_unembed))
+  s_logits = np.einsum("pnd,dv->pnv", np.asarray(student_hidden, np.float64), np.asarray(student_unembed))
+  log_p = t_logits - np.log(np.exp(t_logits - t_logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+      - t_logits.max(-1, keepdims=True)
+  m = np.asarray(mask, np.float64)
+  want = {"entropy": np.sum(-np.sum(np.exp(log_p) * log_p, -1) * m, -1),
+          "top1": np.sum(np.where(m > 0, t_logits.argmax(-1) == s_logits.argmax(-1), 0), -1)}
+
+  @jax.jit
+  def run(sh, sw):
+    out = {}
+    for implementation in ("reference", "tiled"):
+      def loss(sh, sw, stats=None):
+        return lens_loss(teacher_hidden, sh, teacher_unembed, sw, mask, divergence="adaptive_kl", tile=TILE,
+                         implementation=implementation, reduction="sum", token_statistics=stats)
+      (value, stats), grads = jax.value_and_grad(lambda a, b: loss(a, b, _statistics), argnums=(0, 1),
+                                                 has_aux=True)(sh, sw)
+      plain, plain_grads = jax.value_and_grad(loss, argnums=(0, 1))(sh, sw)
+      out[implementation] = value, stats, grads, plain, plain_grads
+    return out
+
+  out = run(student_hidden, student_unembed)
+  for implementation, (value, stats, grads, plain, plain_grads) in out.items():
+    assert set(stats) == {"entropy", "top1"} and stats["top1"].shape == (2,)
+    np.testing.assert_allclose(np.asarray(stats["entropy"]), want["entropy"], rtol=1e-5, err_msg=implementation)
+    np.testing.assert_array_equal(np.asarray(stats["top1"]), want["top1"])
+    assert np.isfinite(float(value)) and float(value) == float(plain)
+    for g, h in zip(grads, plain_grads):
+      np.testing.assert_array_equal(np.asarray(g), np.asarray(h))
+  with_sums = lens_loss(teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask, tile=TILE,
+                        return_pair_sums=True, token_statistics=_statistics)
+  assert len(with_sums) == 3 and with_sums[1].shape == (2,) and set(with_sums[2]) == {"entropy", "top1"}
+
+
+def test_token_statistics_are_refused_on_a_vocabulary_sharded_sweep():
+  from jaxlens.losses.lens import TiledSpec
+  with pytest.raises(ValueError, match="vocab_axis_name"):
+    TiledSpec(per_token=None, vocab_size=8, tile=TILE, vocab_axis_name="model", token_statistics=_statistics)
+
+
 def test_tad_runs_in_reference_and_is_refused_by_tiles():
   inputs = make_inputs(2)
   value = lens_loss(*inputs, divergence="tad", divergence_kwargs={"k": 5}, implementation="reference")
