@@ -12,7 +12,9 @@ sync at the end (the loop's own rhythm: no host sync between steps). ``--find-ma
 the compiled memory fits, bisects between the last fit and the first miss (compile only), and confirms the largest
 fitting batch with real steps. Prints one JSON line per measurement (and appends them to ``--out``):
 tokens/s (B·T per step), step ms, process CPU ms, MFU (``jaxlens.train.plan.analytic_flops`` over a bf16 matmul
-peak measured in the same run), device peak GiB, compiled GiB.
+peak measured in the same run), device peak GiB, compiled GiB. ``--profile`` traces ``--repeats`` more steps of the
+first batch that runs and records where they spend their time (``bench/trace_summary.py``: busy ms per step by op
+and by category: matmul, attention, fusion, copy/transpose, ...).
 
 Variants: ``jaxlens`` (the configured step: tiled kernels) and ``naive`` (the same step with
 ``loss.implementation=reference``: every ``[N, V]`` / ``[P, N, V]`` logit tensor materialised, plain XLA).
@@ -188,7 +190,23 @@ def worker(job: dict) -> None:
     if "peak_bytes_in_use" in stats:
       record["peak_gib"] = stats["peak_bytes_in_use"] / GIB  # the process peak: batches run in ascending order
     emit(record)
+    if job["profile"] and not profiled:
+      profiled.append(batch)
+      profile(compiled, arrays, batch)
     return True
+
+  def profile(compiled, arrays, batch: int) -> None:
+    """Traces ``--repeats`` more steps of ``batch`` and emits where they spend their time (trace_summary)."""
+    nonlocal state
+    from trace_summary import summarize
+    with tempfile.TemporaryDirectory() as trace_dir:
+      with jax.profiler.trace(trace_dir):
+        for _ in range(job["repeats"]):
+          state, metrics = compiled(state, teacher_params, arrays)
+        jax.block_until_ready((state, metrics))
+      emit({"kind": "profile", "batch": batch, **summarize(trace_dir, job["repeats"])})
+
+  profiled = []  # the first batch that ran is profiled once
 
   fitting = [b for b in sorted(job["batches"]) if measure(b)]
   if not (job["find_max"] and limit):
@@ -272,6 +290,8 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--max-probes", type=int, default=5, help="compile-only probes of the max-batch search")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--profile", action="store_true",
+                      help="trace the first batch that runs and record its op-time summary (bench/trace_summary.py)")
   parser.add_argument("--out", type=pathlib.Path, help="append the JSON lines to this file")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -287,7 +307,7 @@ def main(argv=None) -> list[dict]:
       job = {"device": args.device, "pair": pair, "variant": variant, "batches": sorted(args.batch),
              "seq_len": args.seq_len, "scale": args.scale, "block": args.block, "remat": args.remat,
              "attention": args.attention, "find_max": args.find_max, "max_probes": args.max_probes,
-             "warmup": args.warmup, "repeats": args.repeats, "peak": peak}
+             "warmup": args.warmup, "repeats": args.repeats, "peak": peak, "profile": args.profile}
       records += run_worker(job, args.out)
   return records
 

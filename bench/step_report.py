@@ -3,7 +3,8 @@
 Per pair and batch, every variant's tokens/s, step ms, process-CPU ms, MFU and memory, and the ratio of the
 jaxlens step's tokens/s to each variant's at the same batch — by wall time and by process CPU time (the stable
 figure on a shared CPU machine). Then each variant's best tokens/s over its batches and its largest fitting batch,
-with jaxlens' best over each other variant's best (the issue's targets compare each side at its own best batch).
+with jaxlens' best over each other variant's best (the issue's targets compare each side at its own best batch),
+and the op-time summary of any ``--profile`` record.
 
   python bench/step_report.py OUT/steps.jsonl > OUT/steps.md
 """
@@ -23,6 +24,18 @@ def load(path: str) -> list[dict]:
 
 def fmt(value, spec: str, suffix: str = "") -> str:
   return "–" if value is None else format(value, spec) + suffix
+
+
+def profile_table(r: dict) -> list[str]:
+  """A ``--profile`` record as two small tables: busy time by category, then the largest ops."""
+  lines = [f"Profile of {r['variant']} at batch {r['batch']} ({r['steps']} traced steps, "
+           f"{r['busy_ms_per_step']:.1f} busy ms per step summed over {r.get('platform', '?')} op lines):", "",
+           "| category | ms / step | share |", "|---|---|---|"]
+  lines += [f"| {c['category']} | {c['ms_per_step']:.1f} | {100 * c['share']:.1f}% |" for c in r["categories"]]
+  lines += ["", "| op | category | calls / step | ms / step | share |", "|---|---|---|---|---|"]
+  lines += [f"| `{o['op'][:60]}` | {o['category']} | {o['calls_per_step']:.0f} | {o['ms_per_step']:.1f} | "
+            f"{100 * o['share']:.1f}% |" for o in r["ops"]]
+  return lines + [""]
 
 
 def report(records: list[dict]) -> str:
@@ -67,6 +80,8 @@ def report(records: list[dict]) -> str:
                    f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(largest, 'd')} | "
                    f"{fmt(ratio, '.2f')} |")
     lines.append("")
+    for r in (x for x in records if x.get("kind") == "profile" and x["pair"] == pair):
+      lines += profile_table(r)
   errors = [r for r in records if r.get("kind") == "error"]
   lines += [f"- worker error ({r['pair']}, {r['variant']}): {r['error']}" for r in errors]
   return "\n".join(lines) + "\n"
