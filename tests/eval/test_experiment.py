@@ -90,7 +90,11 @@ def test_unit_files_are_all_or_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end_redoes_a_killed_unit(tmp_path, monkeypatch):
-  monkeypatch.delenv("XLA_FLAGS", raising=False)  # train.py on this host's one CPU device, not the 8 simulated ones
+  import jax
+  # This process's JAX keeps the 8 simulated devices the other tests of this worker expect: start its backend
+  # before XLA_FLAGS goes (the sweep scores units in-process); only the train.py subprocesses see one device.
+  assert len(jax.devices()) == 8
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
   results, work = tmp_path / "results", tmp_path / "work"
   args = ["--scale", "cpu-tiny", "--arms", "fkl", "--results", str(results), "--work", str(work)]
   assert sweep.main([*args, "--seeds", "0", "--budget-minutes", "60"]) == 0
