@@ -60,14 +60,18 @@ def _self_times(events):
 
 
 def _op_events(data):
-  """``(name, exclusive ns)`` of every op event: the device planes if any (GPU), else XLA's CPU threads."""
+  """``(name, exclusive ns)`` of every op event: the device planes if any (GPU), else XLA's CPU threads.
+
+  A GPU plane describes the same time twice, as HLO ops (the ``XLA Ops`` line) and as the kernels they launched
+  (``Stream #k`` lines): the ops are counted, the streams only when a plane has no op line."""
   planes = list(data.planes)
   device = [p for p in planes if p.name.startswith("/device:")]
   if device:
     for plane in device:
-      for line in plane.lines:
-        if "op" in line.name.lower() or "kernel" in line.name.lower() or line.name.startswith("Stream"):
-          yield from _self_times(list(line.events))
+      lines = list(plane.lines)
+      ops = [line for line in lines if line.name == "XLA Ops"] or [line for line in lines if line.name.startswith("Stream")]
+      for line in ops:
+        yield from _self_times(list(line.events))
     return
   for plane in planes:
     if plane.name != "/host:CPU":
@@ -87,8 +91,13 @@ def summarize(trace_dir: str, steps: int, top: int = 12) -> dict:
   paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
   if not paths:
     raise FileNotFoundError(f"no *.xplane.pb under {trace_dir}")
+  return summarize_profile(ProfileData.from_file(paths[-1]), steps, top)
+
+
+def summarize_profile(data, steps: int, top: int = 12) -> dict:
+  """:func:`summarize` of a loaded ``jax.profiler.ProfileData``."""
   by_op, by_category, counts = collections.Counter(), collections.Counter(), collections.Counter()
-  for name, ns in _op_events(ProfileData.from_file(paths[-1])):
+  for name, ns in _op_events(data):
     by_op[name] += ns
     by_category[category(name)] += ns
     counts[name] += 1
