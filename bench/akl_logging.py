@@ -50,7 +50,7 @@ def main() -> None:
         total, _, stats = objective._pair_sums(t_h, s_h, t_w, s_w, mask, "adaptive_kl",
                                                objective.head_weight_statistics)
         return total, stats
-      total, _ = objective._pair_sums(t_h, s_h, t_w, s_w, mask, "adaptive_kl")
+      total, _, _ = objective._pair_sums(t_h, s_h, t_w, s_w, mask, "adaptive_kl")
       return total, (second_pass(t_h[0], jax.lax.stop_gradient(s_h[0])) if mode == "second pass" else {})
     return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
 

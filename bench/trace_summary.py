@@ -69,7 +69,8 @@ def _op_events(data):
   if device:
     for plane in device:
       lines = list(plane.lines)
-      ops = [line for line in lines if line.name == "XLA Ops"] or [line for line in lines if line.name.startswith("Stream")]
+      ops = ([line for line in lines if line.name == "XLA Ops"]
+             or [line for line in lines if line.name.startswith("Stream")])
       for line in ops:
         yield from _self_times(list(line.events))
     return

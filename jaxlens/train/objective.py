@@ -153,13 +153,14 @@ class Objective:
     return losses.TileConfig(block_tokens=self.cfg.block_tokens)
 
   def _pair_sums(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence, token_statistics=None):
-    """``(Σ_i S_i, S)`` with S_i = Σ_t m_t D(h^T_it W_T, h^S_it W_S) over ``[P, N, D]`` hidden states: one kernel
-    sweep for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through Σ_i S_i;
-    with ``token_statistics``, their masked sums ``{name: [P]}`` from the same sweep are appended."""
-    return losses.lens_loss(t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence=divergence,
-                            divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
-                            implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True,
-                            token_statistics=token_statistics)
+    """``(Σ_i S_i, S, stats)`` with S_i = Σ_t m_t D(h^T_it W_T, h^S_it W_S) over ``[P, N, D]`` hidden states: one
+    kernel sweep for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through
+    Σ_i S_i; ``stats`` are the masked sums ``{name: [P]}`` of ``token_statistics`` from the same sweep (``{}``)."""
+    out = losses.lens_loss(t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence=divergence,
+                           divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
+                           implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True,
+                           token_statistics=token_statistics)
+    return out if token_statistics is not None else (*out, {})
 
   def head_weight_statistics(self, teacher_logits, student_logits) -> dict[str, jax.Array]:
     """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) and its bin indicators
@@ -169,9 +170,9 @@ class Objective:
     hyper-parameters, so it is exactly the weight the loss applies, it never holds ``[N, V]`` logits, and XLA
     shares its work with the loss's (the same operations on the same logits tile).
     """
-    weight = losses.adaptive_kl_head_weight(teacher_logits, student_logits, mu=self.cfg.mu,
-                                            head_rule=self.cfg.head_rule, temperature=self.cfg.temperature)
-    return head_weight_histogram(weight)
+    kwargs = divergence_kwargs("adaptive_kl", self.cfg)
+    del kwargs["swap_weights"]  # AKL-r swaps which KL w_h multiplies; w_h itself is the same
+    return head_weight_histogram(losses.adaptive_kl_head_weight(teacher_logits, student_logits, **kwargs))
 
   def sums(self, teacher_hidden, student_hidden, teacher_unembed, student_unembed, batch, *,
            teacher_norm=None, student_norm=None, projection=None) -> dict[str, jax.Array]:
@@ -210,11 +211,12 @@ class Objective:
     if cfg.alpha > 0.0:
       t_final, s_final = flat(teacher_hidden[-1])[None], flat(student_hidden[-1])[None]
       for name in cfg.output_divergences():
-        logs_weight = name == "adaptive_kl"  # AKL's head weight rides in its own sweep (head_weight_statistics)
-        total, _, *stats = self._pair_sums(t_final, s_final, teacher_unembed, student_unembed, flat_mask, name,
-                                           self.head_weight_statistics if logs_weight else None)
+        # AKL's head weight rides in its own sweep (head_weight_statistics)
+        statistics = self.head_weight_statistics if name == "adaptive_kl" else None
+        total, _, logged = self._pair_sums(t_final, s_final, teacher_unembed, student_unembed, flat_mask, name,
+                                           statistics)
         out["output"] = out["output"] + total
-        out.update({key: value[0] for key, value in (stats[0] if stats else {}).items()})
+        out.update({key: value[0] for key, value in logged.items()})
 
     if self.uses_lens:
       p = self.pairs.num_pairs
@@ -230,8 +232,8 @@ class Objective:
                                  cfg.lens_divergence) for i in range(p)]
         total, pair_sums = sum(c[0] for c in calls), jnp.concatenate([c[1] for c in calls])
       else:  # every pair in one sweep of the kernel's P axis
-        total, pair_sums = self._pair_sums(t_h, s_h, teacher_unembed, student_unembed, flat_mask,
-                                           cfg.lens_divergence)
+        total, pair_sums, _ = self._pair_sums(t_h, s_h, teacher_unembed, student_unembed, flat_mask,
+                                              cfg.lens_divergence)
       out["lens"] = total / p
       out.update({f"lens_pair_{i}": pair_sums[i] for i in range(p)})
 
