@@ -1,12 +1,16 @@
 """The step benchmarks' JSON lines (``bench/step.py`` + ``bench/torch_step.py``, one run) → a markdown table.
 
-Per pair and batch, every variant's tokens/s, step ms, process-CPU ms, MFU and memory, and the ratio of the
+Per pair and batch, every variant's tokens/s, step ms, process-CPU ms, MFU (accelerators only) and memory, and the ratio of the
 jaxlens step's tokens/s to each variant's at the same batch — by wall time and by process CPU time (the stable
 figure on a shared CPU machine). Then each variant's best tokens/s over its batches and its largest fitting batch,
 with jaxlens' best over each other variant's best (the issue's targets compare each side at its own best batch),
 and the op-time summary of any ``--profile`` record.
 
   python bench/step_report.py OUT/steps.jsonl > OUT/steps.md
+
+``--compare A.jsonl B.jsonl`` instead compares two versions of the same step (e.g. two code versions, runs
+interleaved A B A B …): per pair, variant and batch the median step and CPU ms of each file's repeated runs and
+B ÷ A (> 1: A is faster), compiled memory, and whether the losses agree.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ def load(path: str) -> list[dict]:
 
 def fmt(value, spec: str, suffix: str = "") -> str:
   return "–" if value is None else format(value, spec) + suffix
+
+
+def mfu(r: dict) -> float | None:
+  """The record's MFU, on an accelerator only: a CPU step runs float32 against a bf16 matmul peak (not comparable)."""
+  return None if r.get("platform") == "cpu" or "mfu" not in r else r["mfu"]
 
 
 def profile_table(r: dict) -> list[str]:
@@ -61,7 +70,7 @@ def report(records: list[dict]) -> str:
         cpu = r["cpu_ms"] / ours["cpu_ms"] if ours and r.get("cpu_ms") and ours.get("cpu_ms") else None
         lines.append(f"| {batch} | {variant} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.1f} | "
                      f"{fmt(r.get('cpu_ms'), '.0f')} | "
-                     f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(r.get('peak_gib'), '.2f')} | "
+                     f"{fmt(mfu(r) and 100 * mfu(r), '.1f', '%')} | {fmt(r.get('peak_gib'), '.2f')} | "
                      f"{fmt(r.get('compiled_gib'), '.2f')} | {fmt(wall, '.2f')} | {fmt(cpu, '.2f')} | "
                      f"{fmt(r.get('loss'), '.5f')} |")
     best = {}
@@ -77,7 +86,7 @@ def report(records: list[dict]) -> str:
       largest = maxima.get(variant, {}).get("batch")
       ratio = best["jaxlens"]["tokens_per_s"] / r["tokens_per_s"] if "jaxlens" in best else None
       lines.append(f"| {variant} | {r['tokens_per_s']:,.0f} ({r['batch']}) | "
-                   f"{fmt(100 * r['mfu'] if 'mfu' in r else None, '.1f', '%')} | {fmt(largest, 'd')} | "
+                   f"{fmt(mfu(r) and 100 * mfu(r), '.1f', '%')} | {fmt(largest, 'd')} | "
                    f"{fmt(ratio, '.2f')} |")
     lines.append("")
     for r in (x for x in records if x.get("kind") == "profile" and x["pair"] == pair):
@@ -87,5 +96,38 @@ def report(records: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def compare(a: list[dict], b: list[dict], names: tuple[str, str] = ("A", "B")) -> str:
+  """Medians of repeated runs of the same steps in ``a`` and ``b``, and their ratio B ÷ A (see the module doc)."""
+  def runs(records, key):
+    return [r for r in records if r.get("kind") == "step" and "error" not in r
+            and (r["pair"], r["variant"], r["batch"]) == key]
+
+  def median(values):
+    values = sorted(values)
+    return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+
+  keys = dict.fromkeys((r["pair"], r["variant"], r["batch"]) for r in a if r.get("kind") == "step" and "error" not in r)
+  na, nb = names
+  lines = [f"| pair | variant | batch | runs {na} / {nb} | step ms {na} | step ms {nb} | {nb} ÷ {na} (wall) | "
+           f"CPU ms {na} | CPU ms {nb} | {nb} ÷ {na} (CPU) | compiled GiB {na} / {nb} | same loss |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for key in keys:
+    ra, rb = runs(a, key), runs(b, key)
+    if not rb:
+      continue
+    wall = [median(r["step_ms"] for r in x) for x in (ra, rb)]
+    cpu = [median(r["cpu_ms"] for r in x) for x in (ra, rb)]
+    same = {r["loss"] for r in ra} == {r["loss"] for r in rb}
+    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(ra)} / {len(rb)} | {wall[0]:.0f} | {wall[1]:.0f} | "
+                 f"{wall[1] / wall[0]:.3f} | {cpu[0]:.0f} | {cpu[1]:.0f} | {cpu[1] / cpu[0]:.3f} | "
+                 f"{ra[0]['compiled_gib']:.3f} / {rb[0]['compiled_gib']:.3f} | {'yes' if same else 'no'} |")
+  return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-  print(report([r for path in sys.argv[1:] for r in load(path)]), end="")
+  if sys.argv[1:2] == ["--compare"]:
+    paths = sys.argv[2:4]
+    print(compare(load(paths[0]), load(paths[1]), tuple(p.rsplit("/", 1)[-1].removesuffix(".jsonl") for p in paths)),
+          end="")
+  else:
+    print(report([r for path in sys.argv[1:] for r in load(path)]), end="")

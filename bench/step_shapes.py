@@ -43,14 +43,18 @@ RMS_EPS, LN_EPS = 1e-5, 1e-5
 def scaled(arch: dict, scale: float) -> dict:
   """``arch`` with widths, heads, MLP width and vocabulary × ``scale`` (layers and head size kept; CPU runs).
 
-  Key/value heads scale first and query heads keep their group size, so GQA stays valid.
+  Key/value heads scale first and query heads keep their group size, so GQA stays valid; GPT-2, whose width must
+  be its heads × head size, keeps that relation (LLaMA widths are scaled directly).
   """
   if scale == 1.0:
     return dict(arch)
   group = arch["num_heads"] // arch["num_kv_heads"]
   kv_heads = max(1, round(arch["num_kv_heads"] * scale))
-  return dict(arch, hidden_size=max(8, 8 * round(arch["hidden_size"] * scale / 8)), num_kv_heads=kv_heads,
-              num_heads=kv_heads * group, intermediate_size=max(8, 8 * round(arch["intermediate_size"] * scale / 8)),
+  hidden = max(8, 8 * round(arch["hidden_size"] * scale / 8))
+  if arch["family"] == "gpt2":
+    hidden = kv_heads * group * arch["head_dim"]
+  return dict(arch, hidden_size=hidden, num_kv_heads=kv_heads, num_heads=kv_heads * group,
+              intermediate_size=max(8, 8 * round(arch["intermediate_size"] * scale / 8)),
               vocab_size=max(128, round(arch["vocab_size"] * scale)))
 
 

@@ -34,6 +34,11 @@ implementation refuses (``implementation="reference"`` computes it over each pai
 Quantities to *log* about the same logits (e.g. AKL's per-token head weight) ride in the same sweep:
 ``token_statistics`` maps the tile's ``(teacher_logits, student_logits)`` to per-token values, and the kernel
 returns their masked sums Σ_t m_t x_it per pair, stop-gradient, without a second pass over the vocabulary.
+
+The student's next-token cross-entropy can ride in the same sweep too (``labels``, ``cross_entropy_weight`` λ):
+each tile then differentiates D + λ·CE of the student logits it already holds, as Liger's fused distillation
+losses add their hard loss, so a distillation objective with a CE term makes one pass over the student's
+unembedding instead of two (``bench/RESULTS.md`` measures it).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jaxlens.losses._checks import check_labels
+from jaxlens.losses.cross_entropy import cross_entropy
 from jaxlens.losses.divergences import get_divergence
 
 Reduction = Literal["mean", "sum", "per_pair"]
@@ -61,6 +68,8 @@ _IMPLEMENTATIONS = ("tiled", "reference")
 _RESERVED_DIVERGENCE_KWARGS = ("mask", "reduction", "vocab_axis_name")
 # Divergences whose per-token value depends on other tokens (tad: β / mean tail mass), so token tiles differ.
 _TOKEN_COUPLED_DIVERGENCES = ("tad",)
+#: the statistics key under which the kernel returns the cross-entropy sums Σ_t m_t CE_it when given ``labels``
+CROSS_ENTROPY = "cross_entropy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +187,20 @@ def check_lens_inputs(teacher_hidden, student_hidden, teacher_unembed, student_u
       raise ValueError("layer_weights sum to 0: the weighted mean over pairs is undefined")
 
 
+def check_cross_entropy_inputs(labels, cross_entropy_weight, token_shape) -> None:
+  """Raises naming the offending value unless ``labels`` are ``None`` or ``[N]`` integers and λ ≥ 0 is finite and
+  used only with labels; see :func:`lens_loss`."""
+  if isinstance(cross_entropy_weight, bool) or not isinstance(cross_entropy_weight, (int, float, np.number)):
+    raise TypeError(f"cross_entropy_weight must be a Python number, got {cross_entropy_weight!r}")
+  if not (np.isfinite(cross_entropy_weight) and cross_entropy_weight >= 0):
+    raise ValueError(f"cross_entropy_weight must be finite and non-negative, got {cross_entropy_weight!r}")
+  if labels is None:
+    if cross_entropy_weight:
+      raise ValueError(f"cross_entropy_weight={cross_entropy_weight!r} needs labels")
+    return
+  check_labels(jnp.asarray(labels), tuple(token_shape))
+
+
 def pair_coefficients(layer_weights, mask, num_pairs, reduction, token_axis_name=None):
   """Per-pair coefficients ``c`` with loss = Σ_i c_i S_i, and the (global) valid-token count.
 
@@ -204,9 +227,17 @@ def masked_statistic_sums(token_statistics: TokenStatistics | None, teacher_logi
           for name, value in values.items()}
 
 
+def with_cross_entropy(stats: dict[str, jax.Array], cross_entropy_sums: jax.Array) -> dict[str, jax.Array]:
+  """``stats`` with ``CROSS_ENTROPY`` added; a token statistic of that name would be shadowed, so it is refused."""
+  if CROSS_ENTROPY in stats:
+    raise ValueError(f"a token statistic may not be named {CROSS_ENTROPY!r} when labels are given: the kernel "
+                     "returns the cross-entropy sums under that key")
+  return {**stats, CROSS_ENTROPY: cross_entropy_sums}
+
+
 def reference_pair_sums(per_token: PerTokenDivergence, teacher_hidden, student_hidden, teacher_unembed,
-                        student_unembed, mask, compute_dtype=None, token_statistics: TokenStatistics | None = None
-                        ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                        student_unembed, mask, compute_dtype=None, token_statistics: TokenStatistics | None = None,
+                        labels=None) -> tuple[jax.Array, dict[str, jax.Array]]:
   r"""The oracle: S_i = Σ_t m_t D(h^T_{it} W_T, h^S_{it} W_S) with all ``[P, N, V]`` logits materialised.
 
   Args:
@@ -215,10 +246,12 @@ def reference_pair_sums(per_token: PerTokenDivergence, teacher_hidden, student_h
     teacher_unembed: ``[Dt, V]``. student_unembed: ``[Ds, V]``. mask: ``[N]`` float32.
     compute_dtype: matmul input dtype (float32 accumulation); ``None`` keeps the inputs' dtype.
     token_statistics: per-token values to sum (:data:`TokenStatistics`), or ``None``.
+    labels: ``[N]`` next-token ids, or ``None``: with them ``stats[CROSS_ENTROPY]`` holds C_i = Σ_t m_t CE_it,
+      differentiable in the student inputs (the caller adds λ·C to the loss).
 
   Returns:
     ``(S, stats)``: ``[P]`` float32 per-pair masked sums, differentiable in the student inputs only, and
-    ``{name: [P]}`` masked sums of the statistics (stop-gradient; ``{}`` without statistics).
+    ``{name: [P]}`` masked sums of the statistics (``{}`` without statistics or labels).
   """
   def logits(h, w):
     dtype = compute_dtype or jnp.result_type(h, w)
@@ -229,6 +262,10 @@ def reference_pair_sums(per_token: PerTokenDivergence, teacher_hidden, student_h
   student_logits = logits(jnp.where(valid, student_hidden, 0), student_unembed)
   pair_mask = jnp.broadcast_to(mask, student_logits.shape[:2])
   stats = masked_statistic_sums(token_statistics, teacher_logits, student_logits, pair_mask)
+  if labels is not None:
+    pair_labels = jnp.broadcast_to(labels, student_logits.shape[:2])
+    per_token_ce = cross_entropy(student_logits, pair_labels, pair_mask, reduction="none")
+    stats = with_cross_entropy(stats, jnp.sum(per_token_ce, axis=-1))
   return jnp.sum(per_token(teacher_logits, student_logits, pair_mask), axis=-1), stats
 
 
@@ -244,6 +281,8 @@ class TiledSpec:
     token_axis_name: mesh axis the tokens are sharded over (inside ``shard_map``), or ``None``.
     token_statistics: per-token values summed in the same sweep (:data:`TokenStatistics`), or ``None``; they
       see the tile's full-vocabulary logits, so they are refused with ``vocab_axis_name``.
+    cross_entropy_weight: λ of the student's next-token CE added to every token's value when the sweep is given
+      labels (ignored without).
   """
 
   per_token: PerTokenDivergence
@@ -252,6 +291,7 @@ class TiledSpec:
   vocab_axis_name: str | None = None
   token_axis_name: str | None = None
   token_statistics: TokenStatistics | None = None
+  cross_entropy_weight: float = 0.0
 
   def __post_init__(self):
     if self.token_statistics is not None and self.vocab_axis_name is not None:
@@ -272,12 +312,13 @@ def _valid_columns(spec: TiledSpec, local_vocab: int) -> jax.Array | None:
 
 
 def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask,
-                 with_grads: bool):
+                 labels, with_grads: bool):
   """One pass over (pair, token block) tiles: the per-pair sums and, if ``with_grads``, the student gradients.
 
   Returns:
     ``(loss, pair_sums, stats)`` or ``(loss, pair_sums, stats, d_student_hidden, d_student_unembed)`` where
-    loss = Σ_i c_i S_i, ``stats`` are the ``[P]`` masked sums of ``spec.token_statistics`` (``{}`` without), and
+    loss = Σ_i c_i (S_i + λ C_i) (C_i the CE sums, only with ``labels``), ``stats`` are the ``[P]`` masked sums
+    of ``spec.token_statistics`` and, with labels, ``stats[CROSS_ENTROPY]`` = C (``{}`` without either), and
     the gradients are those of ``loss`` (float32, ``[P, N, Ds]`` and ``[Ds, V_local]``).
   """
   num_pairs, num_tokens, teacher_dim = teacher_hidden.shape
@@ -286,10 +327,12 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
   block = min(spec.tile.block_tokens, num_tokens)
   num_blocks = -(-num_tokens // block)
   pad = num_blocks * block - num_tokens
+  with_labels = labels is not None
   if pad:
     teacher_hidden = jnp.pad(teacher_hidden, ((0, 0), (0, pad), (0, 0)))
     student_hidden = jnp.pad(student_hidden, ((0, 0), (0, pad), (0, 0)))
     mask = jnp.pad(mask, (0, pad))
+    labels = labels if labels is None else jnp.pad(labels, (0, pad))
   teacher_dtype = spec.tile.compute_dtype or jnp.result_type(teacher_hidden, teacher_unembed)
   student_dtype = spec.tile.compute_dtype or jnp.result_type(student_hidden, student_unembed)
   teacher_w = teacher_unembed.astype(teacher_dtype)
@@ -304,9 +347,11 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
         student_hidden.reshape(steps, block, student_dim),
         jnp.tile(mask.reshape(num_blocks, block), (num_pairs, 1)),
         jnp.repeat(coeffs, num_blocks))
+  if with_labels:
+    xs = (*xs, jnp.tile(labels.reshape(num_blocks, block), (num_pairs, 1)))
 
   def step(d_unembed, tile_inputs):
-    t_block, s_block, m_block, coeff = tile_inputs
+    t_block, s_block, m_block, coeff, *y_block = tile_inputs
     # Masked rows are zeroed before the matmuls: nothing of them (NaN, inf) reaches a logit, dX or dW = Xᵀ G.
     valid = (m_block != 0)[:, None]
     t_block = jnp.where(valid, t_block, 0).astype(teacher_dtype)
@@ -314,18 +359,25 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
     t_logits = exclude_padding(jnp.matmul(t_block, teacher_w, preferred_element_type=jnp.float32))
     s_logits = jnp.matmul(s_block, student_w, preferred_element_type=jnp.float32)
 
-    def block_divergence(logits):
-      return spec.per_token(t_logits, exclude_padding(logits), m_block)
+    def block_values(logits):
+      """Per token D + λ·CE (the differentiated value), with (D, CE) as aux."""
+      logits = exclude_padding(logits)
+      divergence = spec.per_token(t_logits, logits, m_block)
+      if not with_labels:
+        return divergence, (divergence, jnp.zeros_like(divergence))
+      ce = cross_entropy(logits, y_block[0], m_block, reduction="none", vocab_axis_name=spec.vocab_axis_name)
+      return divergence + spec.cross_entropy_weight * ce, (divergence, ce)
 
     stats = masked_statistic_sums(spec.token_statistics, t_logits, exclude_padding(s_logits), m_block)
     if not with_grads:
-      return d_unembed, (jnp.sum(block_divergence(s_logits)), stats)
-    values, vjp = jax.vjp(block_divergence, s_logits)
+      _, (divergence, ce) = block_values(s_logits)
+      return d_unembed, (jnp.sum(divergence), jnp.sum(ce), stats)
+    values, vjp, (divergence, ce) = jax.vjp(block_values, s_logits, has_aux=True)
     (d_logits,) = vjp(jnp.full_like(values, coeff))  # dL/dz_S of this tile: the loss is Σ c·values
     d_logits = d_logits.astype(student_dtype)
     d_block = jnp.matmul(d_logits, student_w.T, preferred_element_type=jnp.float32)
     d_unembed = d_unembed + jnp.matmul(s_block.T, d_logits, preferred_element_type=jnp.float32)
-    return d_unembed, (jnp.sum(values), stats, d_block)
+    return d_unembed, (jnp.sum(divergence), jnp.sum(ce), stats, d_block)
 
   d_unembed0 = None
   if with_grads:
@@ -334,14 +386,17 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
     if sharded_axes:  # inside shard_map the accumulator varies over the axes its tiles vary over
       d_unembed0 = lax.pcast(d_unembed0, sharded_axes, to="varying")
   d_unembed, outputs = lax.scan(step, d_unembed0, xs)
-  pair_sums = outputs[0].reshape(num_pairs, num_blocks).sum(axis=1)
-  stats = {name: x.reshape(num_pairs, num_blocks).sum(axis=1) for name, x in outputs[1].items()}
+  per_pair = lambda x: x.reshape(num_pairs, num_blocks).sum(axis=1)  # noqa: E731
+  pair_sums = per_pair(outputs[0])
+  stats = {name: per_pair(x) for name, x in outputs[2].items()}
+  if with_labels:
+    stats = with_cross_entropy(stats, per_pair(outputs[1]))
   if spec.token_axis_name is not None:
     pair_sums, stats = lax.psum((pair_sums, stats), spec.token_axis_name)
-  loss = jnp.dot(coeffs, pair_sums)
+  loss = jnp.dot(coeffs, _pair_totals(spec, pair_sums, stats))
   if not with_grads:
     return loss, pair_sums, stats
-  d_hidden = outputs[2].reshape(num_pairs, num_blocks * block, student_dim)[:, :num_tokens]
+  d_hidden = outputs[3].reshape(num_pairs, num_blocks * block, student_dim)[:, :num_tokens]
   if spec.vocab_axis_name is not None:
     d_hidden = lax.psum(d_hidden, spec.vocab_axis_name)
   if spec.token_axis_name is not None:
@@ -349,53 +404,61 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
   return loss, pair_sums, stats, d_hidden, d_unembed
 
 
+def _pair_totals(spec: TiledSpec, pair_sums, stats):
+  """S_i + λ C_i when the sweep has labels (``stats[CROSS_ENTROPY]``), else S_i: what each c_i multiplies."""
+  return pair_sums + spec.cross_entropy_weight * stats[CROSS_ENTROPY] if CROSS_ENTROPY in stats else pair_sums
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def tiled_lens_sums(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed,
-                    mask):
-  r"""Tiled ``(Σ_i c_i S_i, S, stats)`` with S_i = Σ_t m_t D(h^T_{it} W_T, h^S_{it} W_S); one ``jax.custom_vjp``.
+                    mask, labels=None):
+  r"""Tiled ``(Σ_i c_i (S_i + λ C_i), S, stats)``, S_i = Σ_t m_t D(h^T_{it} W_T, h^S_{it} W_S); one ``custom_vjp``.
 
   Args:
-    spec: static :class:`TiledSpec`.
-    coeffs: ``[P]`` float32 per-pair coefficients c (differentiable: dL/dc = S).
+    spec: static :class:`TiledSpec` (λ = ``spec.cross_entropy_weight``).
+    coeffs: ``[P]`` float32 per-pair coefficients c (differentiable: dL/dc = S + λC).
     teacher_hidden: ``[P, N, Dt]``. student_hidden: ``[P, N, Ds]``.
     teacher_unembed: ``[Dt, V_pad]``. student_unembed: ``[Ds, V_pad]`` (zero-padded columns; see ``spec``).
     mask: ``[N]`` float32.
+    labels: ``[N]`` int32 next-token ids, or ``None`` (then C = 0): C_i = Σ_t m_t CE(h^S_{it} W_S, y_t).
 
   Returns:
     ``(loss, pair_sums, stats)``: scalar float32, ``[P]`` float32 and ``{name: [P]}`` masked sums of
-    ``spec.token_statistics``. Only ``loss`` is differentiable, in ``coeffs``, ``student_hidden`` and
-    ``student_unembed``; teacher inputs and ``mask`` get zero gradient.
+    ``spec.token_statistics`` plus ``stats[CROSS_ENTROPY]`` = C with labels. Only ``loss`` is differentiable, in
+    ``coeffs``, ``student_hidden`` and ``student_unembed``; teacher inputs, ``mask`` and ``labels`` get none.
   """
-  return _tiled_sweep(spec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask,
+  return _tiled_sweep(spec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask, labels,
                       with_grads=False)
 
 
-def _tiled_lens_sums_fwd(spec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask):
+def _tiled_lens_sums_fwd(spec, coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask,
+                         labels):
   args = [a.value for a in (coeffs, teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask)]
+  labels = None if labels is None else labels.value
   if not (student_hidden.perturbed or student_unembed.perturbed):
-    loss, pair_sums, stats = _tiled_sweep(spec, *args, with_grads=False)
-    return (loss, pair_sums, stats), (pair_sums, None, None)
-  loss, pair_sums, stats, d_hidden, d_unembed = _tiled_sweep(spec, *args, with_grads=True)
-  residuals = (pair_sums, d_hidden.astype(args[2].dtype), d_unembed.astype(args[4].dtype))
+    loss, pair_sums, stats = _tiled_sweep(spec, *args, labels, with_grads=False)
+    return (loss, pair_sums, stats), (_pair_totals(spec, pair_sums, stats), None, None)
+  loss, pair_sums, stats, d_hidden, d_unembed = _tiled_sweep(spec, *args, labels, with_grads=True)
+  residuals = (_pair_totals(spec, pair_sums, stats), d_hidden.astype(args[2].dtype), d_unembed.astype(args[4].dtype))
   return (loss, pair_sums, stats), residuals
 
 
 def _tiled_lens_sums_bwd(spec, residuals, cotangents):
   del spec
-  pair_sums, d_hidden, d_unembed = residuals
+  pair_totals, d_hidden, d_unembed = residuals
   d_loss, d_pair_sums, d_stats = cotangents
   if not all(isinstance(d, SymbolicZero) for d in jax.tree.leaves(d_stats)):
-    raise ValueError("token statistics are logged, not differentiated")
+    raise ValueError("token statistics (and the cross-entropy sums) are logged, not differentiated")
   if not isinstance(d_pair_sums, SymbolicZero):
     raise ValueError("the tiled lens kernel's per-pair sums (reduction='per_pair') are not differentiable; "
                      "differentiate reduction='mean' or 'sum', or use implementation='reference'")
   if isinstance(d_loss, SymbolicZero):
-    return (None,) * 6
-  d_coeffs = d_loss * pair_sums
+    return (None,) * 7
+  d_coeffs = d_loss * pair_totals
   if d_hidden is None:
-    return d_coeffs, None, None, None, None, None
+    return d_coeffs, None, None, None, None, None, None
   return (d_coeffs, None, d_loss.astype(d_hidden.dtype) * d_hidden, None,
-          d_loss.astype(d_unembed.dtype) * d_unembed, None)
+          d_loss.astype(d_unembed.dtype) * d_unembed, None, None)
 
 
 tiled_lens_sums.defvjp(_tiled_lens_sums_fwd, _tiled_lens_sums_bwd, symbolic_zeros=True)
@@ -416,16 +479,21 @@ def lens_loss(
     tile: TileConfig = TileConfig(),
     return_pair_sums: bool = False,
     token_statistics: TokenStatistics | None = None,
+    labels: jax.Array | None = None,
+    cross_entropy_weight: float = 0.0,
 ) -> jax.Array | tuple:
   r"""Logit-lens distillation loss over P layer pairs (the output KD term is the same call with P = 1).
 
   .. math::
 
      S_i = \sum_t m_t\, D\big(h^T_{it} W_T,\; h^S_{it} W_S\big), \qquad
-     \text{mean} = \frac{\sum_i w_i\, S_i / \max(\sum_t m_t, 1)}{\sum_i w_i}, \qquad
-     \text{sum} = \sum_i w_i S_i, \qquad \text{per\_pair}_i = \frac{S_i}{\max(\sum_t m_t, 1)}.
+     C_i = \sum_t m_t\, \mathrm{CE}\big(h^S_{it} W_S,\; y_t\big), \qquad R_i = S_i + \lambda C_i,
 
-  D is the divergence's per-token value (teacher first; float32 softmaxes). For gradient accumulation or
+     \text{mean} = \frac{\sum_i w_i\, R_i / \max(\sum_t m_t, 1)}{\sum_i w_i}, \qquad
+     \text{sum} = \sum_i w_i R_i, \qquad \text{per\_pair}_i = \frac{R_i}{\max(\sum_t m_t, 1)},
+
+  with C = 0 unless ``labels`` are given (CE = logsumexp(z^S) − z^S_y, temperature 1). D is the divergence's
+  per-token value (teacher first; float32 softmaxes). For gradient accumulation or
   multi-host, use ``reduction="sum"`` per micro-batch and divide the total by Σ_i w_i · Σ (global valid tokens).
   The teacher is frozen: ``teacher_hidden`` and ``teacher_unembed`` get zero gradient (stop-gradient), as does
   ``mask``; gradients flow into ``student_hidden``, ``student_unembed`` (and ``layer_weights``).
@@ -453,16 +521,23 @@ def lens_loss(
     token_statistics: a function ``(teacher_logits [b, V], student_logits [b, V]) -> {name: [b]}`` of per-token
       values to log; the same sweep also returns their masked sums ``{name: [P]}`` = Σ_t m_t x_it (stop-gradient,
       no second pass over the vocabulary). It sees the divergence's logits before any temperature.
+    labels: ``[N]`` integer next-token ids y, or ``None``: the student's cross-entropy rides in the same sweep
+      (each tile differentiates D + λ·CE of the logits it holds; an id outside ``[0, V)`` selects no logit, so
+      masked tokens may hold −100). Its sums C come back as ``stats["cross_entropy"]`` (:data:`CROSS_ENTROPY`).
+    cross_entropy_weight: λ ≥ 0, the CE's weight relative to the divergence (needs ``labels``; λ = 0 with labels
+      computes C for logging without training on it).
 
   Returns:
-    float32 scalar, or ``[P]`` for ``"per_pair"``; with ``return_pair_sums``, ``(that, S)``; with
-    ``token_statistics``, the statistics' sums appended as the last element of the tuple.
+    float32 scalar, or ``[P]`` for ``"per_pair"``; with ``return_pair_sums``, ``(that, S)`` (S the divergence
+    sums alone); with ``token_statistics`` or ``labels``, the statistics' sums ``{name: [P]}`` (stop-gradient)
+    appended as the last element of the tuple.
 
   Raises:
     ValueError: on P or N mismatch between the hidden states, vocabulary mismatch between the unembeddings, a
       hidden size that does not match its unembedding, a mask that is not ``[N]``, ``layer_weights`` that are
-      not ``[P]``, negative or (for the mean) summing to 0, or an unknown reduction / implementation.
-    TypeError: if an input is not floating point.
+      not ``[P]``, negative or (for the mean) summing to 0, labels that are not ``[N]``, a negative or non-finite
+      ``cross_entropy_weight`` or one without labels, or an unknown reduction / implementation.
+    TypeError: if an input is not floating point, or labels are not integers.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -481,23 +556,26 @@ def lens_loss(
   """
   check_lens_inputs(teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask, layer_weights,
                     reduction, implementation)
+  check_cross_entropy_inputs(labels, cross_entropy_weight, jnp.shape(teacher_hidden)[1:2])
   num_pairs, num_tokens, _ = jnp.shape(teacher_hidden)
   vocab_size = jnp.shape(student_unembed)[1]
   mask = jnp.ones((num_tokens,), jnp.float32) if mask is None else jnp.asarray(mask).astype(jnp.float32)
   per_token = per_token_divergence(divergence, divergence_kwargs, tiled=implementation == "tiled")
   coeffs, count = pair_coefficients(layer_weights, mask, num_pairs, reduction)
+  labels = None if labels is None else jnp.asarray(labels).astype(jnp.int32)
+  spec = TiledSpec(per_token=per_token, vocab_size=vocab_size, tile=tile, token_statistics=token_statistics,
+                   cross_entropy_weight=float(cross_entropy_weight))
   if implementation == "reference":
     pair_sums, stats = reference_pair_sums(per_token, teacher_hidden, student_hidden, teacher_unembed,
-                                           student_unembed, mask, tile.compute_dtype, token_statistics)
-    loss = jnp.dot(coeffs, pair_sums)
+                                           student_unembed, mask, tile.compute_dtype, token_statistics, labels)
+    loss = jnp.dot(coeffs, _pair_totals(spec, pair_sums, stats))
   else:
-    spec = TiledSpec(per_token=per_token, vocab_size=vocab_size, tile=tile, token_statistics=token_statistics)
     loss, pair_sums, stats = tiled_lens_sums(spec, coeffs, teacher_hidden, student_hidden,
                                              pad_vocab(teacher_unembed, tile.vocab_multiple),
-                                             pad_vocab(student_unembed, tile.vocab_multiple), mask)
+                                             pad_vocab(student_unembed, tile.vocab_multiple), mask, labels)
   if reduction == "per_pair":
-    loss = pair_sums / jnp.maximum(count, 1.0)
+    loss = _pair_totals(spec, pair_sums, stats) / jnp.maximum(count, 1.0)
   out = (loss, lax.stop_gradient(pair_sums)) if return_pair_sums else (loss,)
-  if token_statistics is not None:
+  if token_statistics is not None or labels is not None:
     out = (*out, lax.stop_gradient(stats))
   return out if len(out) > 1 else loss

@@ -7,9 +7,11 @@
 
 with response mask m (``loss_mask``), N = Σ_t m_t over the *global* batch, and per token t:
 
-- CE: ``−log q_final(y_t)`` of the student (computed only when α < 1) through
-  :func:`jaxlens.losses.linear_cross_entropy` on the final normed hidden states and the student's unembedding,
-  so the tiled kernel never materialises the ``[N, V]`` student logits.
+- CE: ``−log q_final(y_t)`` of the student (computed only when α < 1), from the final normed hidden states and
+  the student's unembedding. With an output term (0 < α < 1) it rides in the first output divergence's kernel
+  sweep (``lens_loss(labels=…, cross_entropy_weight=(1−α)/α)``: one pass over the student's ``[D, V]``
+  unembedding for both, as Liger's fused distillation losses do); with α = 0 it runs alone through
+  :func:`jaxlens.losses.linear_cross_entropy`. Neither materialises the ``[N, V]`` student logits.
 - L_out: Σ_d D_d(p_final ‖ q_final) over the output divergences (``forward_kl+reverse_kl`` sums two), through
   :func:`jaxlens.losses.lens_loss` with one pair: the final *normed* hidden states and each model's own
   unembedding, so the ``[N, V]`` logits are never materialised by the tiled kernel.
@@ -152,15 +154,19 @@ class Objective:
   def tile(self) -> losses.TileConfig:
     return losses.TileConfig(block_tokens=self.cfg.block_tokens)
 
-  def _pair_sums(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence, token_statistics=None):
-    """``(Σ_i S_i, S, stats)`` with S_i = Σ_t m_t D(h^T_it W_T, h^S_it W_S) over ``[P, N, D]`` hidden states: one
-    kernel sweep for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through
-    Σ_i S_i; ``stats`` are the masked sums ``{name: [P]}`` of ``token_statistics`` from the same sweep (``{}``)."""
+  def _pair_sums(self, t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence, token_statistics=None,
+                 labels=None, cross_entropy_weight=0.0):
+    """``(Σ_i (S_i + λ C_i), S, stats)`` with S_i = Σ_t m_t D(h^T_it W_T, h^S_it W_S) over ``[P, N, D]`` hidden
+    states and C_i the student's CE sums (only with ``labels``; λ = ``cross_entropy_weight``): one kernel sweep
+    for all P pairs (one ``[D_S, V]`` unembedding gradient), differentiable in the student through the first
+    entry; ``stats`` are the masked sums ``{name: [P]}`` of ``token_statistics`` and, with labels,
+    ``stats["cross_entropy"]`` = C, from the same sweep (``{}`` without either)."""
     out = losses.lens_loss(t_hidden, s_hidden, t_unembed, s_unembed, mask, divergence=divergence,
                            divergence_kwargs=divergence_kwargs(divergence, self.cfg), reduction="sum",
                            implementation=self.cfg.implementation, tile=self.tile, return_pair_sums=True,
-                           token_statistics=token_statistics)
-    return out if token_statistics is not None else (*out, {})
+                           token_statistics=token_statistics, labels=labels,
+                           cross_entropy_weight=cross_entropy_weight)
+    return out if len(out) == 3 else (*out, {})
 
   def head_weight_statistics(self, teacher_logits, student_logits) -> dict[str, jax.Array]:
     """AKL's per-token forward-KL weight w_h = g_head/(g_head + g_tail) and its bin indicators
@@ -203,18 +209,25 @@ class Objective:
     out = {"count": jnp.sum(flat_mask), "ce": zero, "output": zero, "lens": zero, "mse": zero}
 
     flat = lambda h: h.reshape(b * seq_len, h.shape[-1])  # noqa: E731  [B, T, D] -> [N, D]
-    if self.uses_ce:
-      out["ce"] = losses.linear_cross_entropy(flat(student_hidden[-1]), student_unembed,
-                                              batch["labels"].reshape(b * seq_len), flat_mask, reduction="sum",
-                                              implementation=cfg.implementation, tile=self.tile)
-
-    if cfg.alpha > 0.0:
+    labels = batch["labels"].reshape(b * seq_len)
+    fused = None  # the differentiable D + (1-α)/α·CE sum of the output sweep that carries the CE
+    if cfg.alpha == 0.0:
+      out["ce"] = losses.linear_cross_entropy(flat(student_hidden[-1]), student_unembed, labels, flat_mask,
+                                              reduction="sum", implementation=cfg.implementation, tile=self.tile)
+    else:
       t_final, s_final = flat(teacher_hidden[-1])[None], flat(student_hidden[-1])[None]
-      for name in cfg.output_divergences():
-        # AKL's head weight rides in its own sweep (head_weight_statistics)
+      for k, name in enumerate(cfg.output_divergences()):
+        # AKL's head weight rides in its own sweep (head_weight_statistics), and so does the CE (the first one's)
         statistics = self.head_weight_statistics if name == "adaptive_kl" else None
-        total, _, logged = self._pair_sums(t_final, s_final, teacher_unembed, student_unembed, flat_mask, name,
-                                           statistics)
+        carries_ce = self.uses_ce and k == 0
+        total, pair_sums, logged = self._pair_sums(
+            t_final, s_final, teacher_unembed, student_unembed, flat_mask, name, statistics,
+            labels=labels if carries_ce else None,
+            cross_entropy_weight=(1.0 - cfg.alpha) / cfg.alpha if carries_ce else 0.0)
+        if carries_ce:
+          fused = total
+          out["ce"] = logged.pop(losses.lens.CROSS_ENTROPY)[0]
+          total = pair_sums[0]  # stop-gradient: its gradient comes through ``fused``
         out["output"] = out["output"] + total
         out.update({key: value[0] for key, value in logged.items()})
 
@@ -247,6 +260,10 @@ class Objective:
 
     distill = out["output"] + cfg.lens_weight * out["lens"] + cfg.feature_mse_weight * out["mse"]
     out["total"] = (1.0 - cfg.alpha) * out["ce"] + cfg.alpha * distill
+    if fused is not None:
+      # ce and the first output term are that sweep's stop-gradient sums; α·fused = α·D + (1−α)·CE carries their
+      # gradient, and adding fused − stop_gradient(fused) (exactly 0) leaves the value as computed above.
+      out["total"] = out["total"] + cfg.alpha * (fused - jax.lax.stop_gradient(fused))
     return out
 
 

@@ -39,3 +39,18 @@ def test_step_bench_runs_on_cpu_and_reports(tmp_path):
                           text=True, check=True).stdout
   assert "| 2 | jaxlens |" in report and "### tiny" in report
   assert "Profile of jaxlens at batch 2" in report and "| category | ms / step | share |" in report
+
+
+def test_compare_reports_medians_of_interleaved_runs_and_their_ratio():
+  sys.path.insert(0, str(ROOT / "bench"))
+  from step_report import compare
+
+  def run(step_ms, loss=1.0):
+    return {"kind": "step", "pair": "p", "variant": "jaxlens", "batch": 4, "step_ms": step_ms,
+            "cpu_ms": 2 * step_ms, "compiled_gib": 1.0, "loss": loss}
+
+  table = compare([run(100), run(300), run(110)], [run(121), run(125), run(900)], ("new", "old"))
+  row = table.splitlines()[2].split(" | ")
+  assert row[3:10] == ["3 / 3", "110", "125", "1.136", "220", "250", "1.136"], row
+  assert row[-1] == "yes |"
+  assert compare([run(100)], [run(100, loss=2.0)]).splitlines()[2].endswith("| no |")

@@ -253,6 +253,82 @@ def test_token_statistics_ride_in_the_same_sweep():
   assert len(with_sums) == 3 and with_sums[1].shape == (2,) and set(with_sums[2]) == {"entropy", "top1"}
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_cross_entropy_in_the_sweep_equals_the_separate_terms(reduction):
+  """lens_loss(labels=y, cross_entropy_weight=λ) = D + λ·CE (CE of the same student logits, float64 numpy and
+  the separate jaxlens losses), values and student gradients, for both implementations; masked tokens hold NaN
+  hidden rows and label −100; the returned pair sums stay the divergence alone and the CE sums come back."""
+  from jaxlens.losses import linear_cross_entropy
+  teacher_hidden, student_hidden, teacher_unembed, student_unembed, mask = make_inputs(2, seed=3)
+  labels = jnp.where(mask, jnp.asarray(np.random.default_rng(4).integers(0, VOCAB, NUM_TOKENS)), -100)
+  student_hidden = student_hidden.at[:, ~np.asarray(mask)].set(jnp.nan)
+  lam = 0.7
+  m = np.asarray(mask, np.float64)
+  s_logits = np.einsum("pnd,dv->pnv", np.where(m[None, :, None] > 0, np.asarray(student_hidden, np.float64), 0),
+                       np.asarray(student_unembed, np.float64))
+  top = s_logits.max(-1)
+  lse = top + np.log(np.exp(s_logits - top[..., None]).sum(-1))
+  picked = np.take_along_axis(s_logits, np.maximum(np.asarray(labels), 0)[None, :, None], -1)[..., 0]
+  want_ce = np.sum(np.where(m > 0, lse - picked, 0.0), -1)  # [P]
+
+  @jax.jit
+  def run(sh, sw):
+    out = {}
+    for implementation in ("reference", "tiled"):
+      def fused(sh, sw):
+        loss, pair_sums, stats = lens_loss(teacher_hidden, sh, teacher_unembed, sw, mask, divergence="jsd",
+                                           tile=TILE, implementation=implementation, reduction=reduction,
+                                           return_pair_sums=True, labels=labels, cross_entropy_weight=lam)
+        return loss, (pair_sums, stats)
+
+      def separate(sh, sw):
+        divergence = lens_loss(teacher_hidden, sh, teacher_unembed, sw, mask, divergence="jsd", tile=TILE,
+                               implementation=implementation, reduction="sum")
+        ce = sum(linear_cross_entropy(sh[i], sw, labels, mask, reduction="sum", tile=TILE) for i in range(2))
+        scale = 1.0 if reduction == "sum" else 1.0 / (2 * jnp.sum(mask))
+        return scale * (divergence + lam * ce), divergence
+
+      out[implementation] = (jax.value_and_grad(fused, argnums=(0, 1), has_aux=True)(sh, sw),
+                             jax.value_and_grad(separate, argnums=(0, 1), has_aux=True)(sh, sw))
+    return out
+
+  for implementation, (((value, (pair_sums, stats)), grads), ((want, divergence), want_grads)) in \
+      run(student_hidden, student_unembed).items():
+    assert set(stats) == {"cross_entropy"}, implementation
+    np.testing.assert_allclose(np.asarray(stats["cross_entropy"]), want_ce, rtol=1e-5, err_msg=implementation)
+    np.testing.assert_allclose(float(jnp.sum(pair_sums)), float(divergence), rtol=1e-5, err_msg=implementation)
+    assert_close(value, want)
+    for g, w in zip(grads, want_grads):
+      assert np.all(np.isfinite(np.asarray(g))), implementation
+      assert_close(g, w)
+    assert not np.any(np.asarray(grads[0])[:, ~np.asarray(mask)])  # masked (NaN) rows: exactly zero gradient
+
+
+def test_cross_entropy_weight_zero_logs_without_training_on_it():
+  inputs = make_inputs(1)
+  labels = jnp.zeros((NUM_TOKENS,), jnp.int32)
+  loss = lambda sh, **kw: lens_loss(inputs[0], sh, *inputs[2:], tile=TILE, reduction="sum", **kw)  # noqa: E731
+  (value, stats), grad = jax.value_and_grad(lambda sh: loss(sh, labels=labels), has_aux=True)(inputs[1])
+  plain, plain_grad = jax.value_and_grad(loss)(inputs[1])
+  assert float(value) == float(plain) and float(stats["cross_entropy"][0]) > 0
+  np.testing.assert_array_equal(np.asarray(grad), np.asarray(plain_grad))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(cross_entropy_weight=0.5), ValueError, "needs labels"),
+    (dict(labels=np.zeros(NUM_TOKENS, np.int32), cross_entropy_weight=-1.0), ValueError, "non-negative"),
+    (dict(labels=np.zeros(NUM_TOKENS, np.int32), cross_entropy_weight=float("nan")), ValueError, "finite"),
+    (dict(labels=np.zeros(NUM_TOKENS, np.int32), cross_entropy_weight=jnp.ones(())), TypeError, "Python number"),
+    (dict(labels=np.zeros(NUM_TOKENS + 1, np.int32)), ValueError, "labels shape"),
+    (dict(labels=np.zeros(NUM_TOKENS, np.float32)), TypeError, "integer"),
+    (dict(labels=np.zeros(NUM_TOKENS, np.int32), token_statistics=lambda t, s: {"cross_entropy": t[:, 0]}),
+     ValueError, "may not be named 'cross_entropy'"),
+])
+def test_bad_cross_entropy_inputs_raise(kwargs, error, message):
+  with pytest.raises(error, match=message):
+    lens_loss(*make_inputs(1), tile=TILE, **kwargs)
+
+
 def test_token_statistics_are_refused_on_a_vocabulary_sharded_sweep():
   from jaxlens.losses.lens import TiledSpec
   with pytest.raises(ValueError, match="vocab_axis_name"):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.extend import core as jax_core
 from train_fixtures import RANDOM_STUDENT
 from train_fixtures import build
 from train_fixtures import host
@@ -39,7 +40,8 @@ CASES = {
 
 
 def reference_loss(pieces, params, batch):
-  """(1−α)·CE + α·(Σ D_out + λ·mean_i D_lens,i + μ·MSE), each a masked token mean of materialised logits."""
+  """(1−α)·CE + α·(Σ D_out + λ·mean_i D_lens,i + μ·MSE), each a masked token mean of materialised logits;
+  with the CE and output means as aux."""
   cfg = pieces.cfg.loss
   teacher = pieces.teacher
   student = ModelParts.of(pieces.student).merge(params["student"])
@@ -74,7 +76,8 @@ def reference_loss(pieces, params, batch):
   if cfg.feature_mse_weight:
     mse = sum(jnp.sum(jnp.mean((t_hs[t] @ params["projection"] - s_out.hidden_states[s]) ** 2, -1) * mask)
               / jnp.sum(mask) for t, s in pairs) / len(pairs)
-  return (1 - cfg.alpha) * ce + cfg.alpha * (output + cfg.lens_weight * lens + cfg.feature_mse_weight * mse)
+  total = (1 - cfg.alpha) * ce + cfg.alpha * (output + cfg.lens_weight * lens + cfg.feature_mse_weight * mse)
+  return total, {"ce": ce, "output": output}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -82,13 +85,17 @@ def test_step_loss_and_gradients_match_hand_composed_reference(case):
   pieces = build(tiny_config(**CASES[case]), make_mesh(devices=jax.devices()[:1]))
   batch = {k: jnp.asarray(v) for k, v in random_batch(0, 8, 12).items()}
   params = pieces.state["params"]
-  want_loss, want_grads = jax.value_and_grad(lambda p: reference_loss(pieces, p, batch))(params)
+  (want_loss, want_terms), want_grads = jax.value_and_grad(lambda p: reference_loss(pieces, p, batch),
+                                                           has_aux=True)(params)
 
   parts = ModelParts.of(pieces.student), ModelParts.of(pieces.teacher)
   grad_sums, sums = jax.jit(lambda p: accumulate(pieces.objective, *parts, p, pieces.teacher_params, batch, 1))(params)
   count = float(sums["count"])
   assert count == float(batch["loss_mask"].sum())
   np.testing.assert_allclose(float(sums["total"]) / count, float(want_loss), rtol=2e-5)
+  for term in ("output", "ce") if pieces.objective.uses_ce else ("output",):  # logged terms, CE fused or not
+    np.testing.assert_allclose(float(sums[term]) / count, float(want_terms[term]), rtol=2e-5, atol=1e-8,
+                               err_msg=term)  # atol: a near-zero divergence (float32 sums of ~1e-5 nats)
   got, want = host(jax.tree.map(lambda g: g / count, grad_sums)), host(want_grads)
   for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
     np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-7, err_msg=jax.tree_util.keystr(path))
@@ -110,6 +117,7 @@ def test_step_loss_and_gradients_match_hand_composed_reference(case):
   step = jax.jit(make_train_step(pieces.objective, *parts, pieces.optimizer, pieces.schedule, 1))
   new_state, metrics = step(pieces.state, pieces.teacher_params, batch)
   np.testing.assert_allclose(float(metrics["loss/total"]), float(want_loss), rtol=2e-5)
+  np.testing.assert_allclose(float(metrics["loss/ce"]), float(want_terms["ce"]), rtol=2e-5)
   np.testing.assert_allclose(float(metrics["grad_norm"]), float(optax.tree.norm(want_grads)), rtol=1e-4)
   updates, _ = pieces.optimizer.update(want_grads, pieces.state["opt_state"], params)
   expected = optax.apply_updates(params, updates)
@@ -148,3 +156,24 @@ def test_bfloat16_compute_keeps_float32_master_weights():
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
   assert {x.dtype for x in jax.tree.leaves(pieces.teacher_params)} == {jnp.dtype("bfloat16")}
   np.testing.assert_allclose(float(sums["bfloat16"]["total"]), float(sums["float32"]["total"]), rtol=0.05)
+
+
+def scans(jaxpr) -> int:
+  """The ``scan`` loops in ``jaxpr`` and all its sub-jaxprs (each tiled kernel sweep over V is one)."""
+  return sum((eqn.primitive.name == "scan") + sum(scans(sub) for sub in jax_core.jaxprs_in_params(eqn.params))
+             for eqn in jaxpr.eqns)
+
+
+def test_cross_entropy_rides_in_the_output_sweep():
+  """With 0 < α < 1 the CE adds no sweep over the student's unembedding: it is computed from the output term's
+  tiles. Sweeps of the differentiated objective: α = 1 output + lens; α = 0.5 the same; α = 0 the CE's alone."""
+  batch = {k: jnp.asarray(v) for k, v in random_batch(0, 8, 12).items()}
+
+  def sweeps(alpha):
+    pieces = build(tiny_config(loss__alpha=alpha), make_mesh(devices=jax.devices()[:1]))
+    parts = ModelParts.of(pieces.student), ModelParts.of(pieces.teacher)
+    fn = lambda p: accumulate(pieces.objective, *parts, p, pieces.teacher_params, batch, 1)  # noqa: E731
+    return scans(jax.make_jaxpr(fn)(pieces.state["params"]).jaxpr)
+
+  distill, both, ce_only = sweeps(1.0), sweeps(0.5), sweeps(0.0)
+  assert both == distill and ce_only == distill - 1, (distill, both, ce_only)
