@@ -1,10 +1,10 @@
 """The step benchmarks' JSON lines (``bench/step.py`` + ``bench/torch_step.py``, one run) → a markdown table.
 
-Per pair and batch, every variant's tokens/s, step ms, process-CPU ms, MFU (accelerators only) and memory, and the ratio of the
-jaxlens step's tokens/s to each variant's at the same batch — by wall time and by process CPU time (the stable
-figure on a shared CPU machine). Then each variant's best tokens/s over its batches and its largest fitting batch,
-with jaxlens' best over each other variant's best (the issue's targets compare each side at its own best batch),
-and the op-time summary of any ``--profile`` record.
+Per pair and batch, every variant's tokens/s, step ms, process-CPU ms, MFU (accelerators only) and memory, and
+the ratio of the jaxlens step's tokens/s to each variant's at the same batch — by wall time and by process CPU
+time (the stable figure on a shared CPU machine). Then each variant's best tokens/s over its batches and its
+largest fitting batch, with jaxlens' best over each other variant's best (the issue's targets compare each side at
+its own best batch), and the op-time summary of any ``--profile`` record.
 
   python bench/step_report.py OUT/steps.jsonl > OUT/steps.md
 
@@ -16,6 +16,7 @@ B ÷ A (> 1: A is faster), compiled memory, and whether the losses agree.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 
 ORDER = ("jaxlens", "naive", "torch_reference", "torch_liger")
@@ -98,27 +99,28 @@ def report(records: list[dict]) -> str:
 
 def compare(a: list[dict], b: list[dict], names: tuple[str, str] = ("A", "B")) -> str:
   """Medians of repeated runs of the same steps in ``a`` and ``b``, and their ratio B ÷ A (see the module doc)."""
-  def runs(records, key):
-    return [r for r in records if r.get("kind") == "step" and "error" not in r
-            and (r["pair"], r["variant"], r["batch"]) == key]
+  def key(r):
+    return r["pair"], r["variant"], r["batch"]
 
-  def median(values):
-    values = sorted(values)
-    return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+  def steps(records):
+    return [r for r in records if r.get("kind") == "step" and "error" not in r]
 
-  keys = dict.fromkeys((r["pair"], r["variant"], r["batch"]) for r in a if r.get("kind") == "step" and "error" not in r)
+  def runs(records, wanted):
+    return [r for r in steps(records) if key(r) == wanted]
+
+  keys = dict.fromkeys(key(r) for r in steps(a))
   na, nb = names
   lines = [f"| pair | variant | batch | runs {na} / {nb} | step ms {na} | step ms {nb} | {nb} ÷ {na} (wall) | "
            f"CPU ms {na} | CPU ms {nb} | {nb} ÷ {na} (CPU) | compiled GiB {na} / {nb} | same loss |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-  for key in keys:
-    ra, rb = runs(a, key), runs(b, key)
+  for wanted in keys:
+    ra, rb = runs(a, wanted), runs(b, wanted)
     if not rb:
       continue
-    wall = [median(r["step_ms"] for r in x) for x in (ra, rb)]
-    cpu = [median(r["cpu_ms"] for r in x) for x in (ra, rb)]
+    wall = [statistics.median(r["step_ms"] for r in x) for x in (ra, rb)]
+    cpu = [statistics.median(r["cpu_ms"] for r in x) for x in (ra, rb)]
     same = {r["loss"] for r in ra} == {r["loss"] for r in rb}
-    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(ra)} / {len(rb)} | {wall[0]:.0f} | {wall[1]:.0f} | "
+    lines.append(f"| {wanted[0]} | {wanted[1]} | {wanted[2]} | {len(ra)} / {len(rb)} | {wall[0]:.0f} | {wall[1]:.0f} | "
                  f"{wall[1] / wall[0]:.3f} | {cpu[0]:.0f} | {cpu[1]:.0f} | {cpu[1] / cpu[0]:.3f} | "
                  f"{ra[0]['compiled_gib']:.3f} / {rb[0]['compiled_gib']:.3f} | {'yes' if same else 'no'} |")
   return "\n".join(lines) + "\n"

@@ -332,7 +332,8 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
     teacher_hidden = jnp.pad(teacher_hidden, ((0, 0), (0, pad), (0, 0)))
     student_hidden = jnp.pad(student_hidden, ((0, 0), (0, pad), (0, 0)))
     mask = jnp.pad(mask, (0, pad))
-    labels = labels if labels is None else jnp.pad(labels, (0, pad))
+    if with_labels:
+      labels = jnp.pad(labels, (0, pad))
   teacher_dtype = spec.tile.compute_dtype or jnp.result_type(teacher_hidden, teacher_unembed)
   student_dtype = spec.tile.compute_dtype or jnp.result_type(student_hidden, student_unembed)
   teacher_w = teacher_unembed.astype(teacher_dtype)
@@ -360,24 +361,24 @@ def _tiled_sweep(spec: TiledSpec, coeffs, teacher_hidden, student_hidden, teache
     s_logits = jnp.matmul(s_block, student_w, preferred_element_type=jnp.float32)
 
     def block_values(logits):
-      """Per token D + λ·CE (the differentiated value), with (D, CE) as aux."""
+      """Per token D + λ·CE (the differentiated value), with (D, CE) as aux (CE ``None`` without labels)."""
       logits = exclude_padding(logits)
       divergence = spec.per_token(t_logits, logits, m_block)
       if not with_labels:
-        return divergence, (divergence, jnp.zeros_like(divergence))
+        return divergence, (divergence, None)
       ce = cross_entropy(logits, y_block[0], m_block, reduction="none", vocab_axis_name=spec.vocab_axis_name)
       return divergence + spec.cross_entropy_weight * ce, (divergence, ce)
 
     stats = masked_statistic_sums(spec.token_statistics, t_logits, exclude_padding(s_logits), m_block)
     if not with_grads:
       _, (divergence, ce) = block_values(s_logits)
-      return d_unembed, (jnp.sum(divergence), jnp.sum(ce), stats)
+      return d_unembed, (jnp.sum(divergence), ce if ce is None else jnp.sum(ce), stats)
     values, vjp, (divergence, ce) = jax.vjp(block_values, s_logits, has_aux=True)
     (d_logits,) = vjp(jnp.full_like(values, coeff))  # dL/dz_S of this tile: the loss is Σ c·values
     d_logits = d_logits.astype(student_dtype)
     d_block = jnp.matmul(d_logits, student_w.T, preferred_element_type=jnp.float32)
     d_unembed = d_unembed + jnp.matmul(s_block.T, d_logits, preferred_element_type=jnp.float32)
-    return d_unembed, (jnp.sum(divergence), jnp.sum(ce), stats, d_block)
+    return d_unembed, (jnp.sum(divergence), ce if ce is None else jnp.sum(ce), stats, d_block)
 
   d_unembed0 = None
   if with_grads:

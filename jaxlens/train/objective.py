@@ -217,7 +217,7 @@ class Objective:
     else:
       t_final, s_final = flat(teacher_hidden[-1])[None], flat(student_hidden[-1])[None]
       for k, name in enumerate(cfg.output_divergences()):
-        # AKL's head weight rides in its own sweep (head_weight_statistics), and so does the CE (the first one's)
+        # AKL's head weight rides in its loss's sweep (head_weight_statistics); the CE rides in the first one's
         statistics = self.head_weight_statistics if name == "adaptive_kl" else None
         carries_ce = self.uses_ce and k == 0
         total, pair_sums, logged = self._pair_sums(
